@@ -1,1 +1,145 @@
-fn main() {}
+//! mkimage: the command-line front end of the image builder. It parses
+//! arguments, reads the environment and files, and reports errors with
+//! context; everything else is the library's.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use argh::FromArgs;
+
+/// Build and inspect chaos boot images (gzip-compressed newc cpio archives).
+#[derive(FromArgs)]
+struct Cli {
+    #[argh(subcommand)]
+    command: Command,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    Build(Build),
+    List(List),
+}
+
+/// Build a reproducible image from a spec file in the kernel's gen_init_cpio
+/// format (file, dir, nod, slink lines); every mtime is SOURCE_DATE_EPOCH,
+/// or 0 when it is unset.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "build")]
+struct Build {
+    /// the spec file
+    #[argh(positional)]
+    spec: PathBuf,
+    /// where to write the image (.cpio.gz)
+    #[argh(option, short = 'o')]
+    output: PathBuf,
+}
+
+/// Print an image's entries one per line, like `ls -l`: mode, uid, gid,
+/// size (or device numbers), name and symlink target.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "list")]
+struct List {
+    /// the image (gzip-compressed or plain newc cpio)
+    #[argh(positional)]
+    image: PathBuf,
+}
+
+fn main() -> Result<()> {
+    let cli: Cli = argh::from_env();
+    match cli.command {
+        Command::Build(build) => run_build(&build),
+        Command::List(list) => run_list(&list.image),
+    }
+}
+
+fn run_build(build: &Build) -> Result<()> {
+    let mtime = source_date_epoch(std::env::var_os("SOURCE_DATE_EPOCH"))?;
+    let spec = mkimage::specfile::parse_file(&build.spec)?;
+    // Write beside the target and rename, so a failed build never leaves a
+    // truncated image where a bootable one is expected.
+    let mut partial = build.output.clone().into_os_string();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let written = write_image(&spec, &partial, mtime).and_then(|()| {
+        std::fs::rename(&partial, &build.output).with_context(|| {
+            format!(
+                "renaming {} to {}",
+                partial.display(),
+                build.output.display()
+            )
+        })
+    });
+    if written.is_err() {
+        // Best effort: the write error is the one worth reporting.
+        let _ = std::fs::remove_file(&partial);
+    }
+    written.with_context(|| {
+        format!(
+            "building {} from {}",
+            build.output.display(),
+            build.spec.display()
+        )
+    })
+}
+
+fn write_image(spec: &mkimage::Spec, path: &Path, mtime: u64) -> Result<()> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let file = spec.write(BufWriter::new(file), mtime)?;
+    file.into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|file| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn run_list(image: &Path) -> Result<()> {
+    let file = File::open(image).with_context(|| format!("opening {}", image.display()))?;
+    let entries = mkimage::list(file).with_context(|| format!("listing {}", image.display()))?;
+    let mut out = io::stdout().lock();
+    for entry in entries {
+        match writeln!(out, "{entry}") {
+            // `mkimage list | head` is not an error.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            other => other.context("writing to stdout")?,
+        }
+    }
+    Ok(())
+}
+
+/// The archive mtime: SOURCE_DATE_EPOCH if set (it must then be a whole
+/// number of seconds, as reproducible-builds.org specifies), else 0.
+fn source_date_epoch(value: Option<std::ffi::OsString>) -> Result<u64> {
+    let Some(value) = value else { return Ok(0) };
+    // Digits only: u64's FromStr would also take a leading '+'.
+    let seconds = value
+        .to_str()
+        .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|text| text.parse().ok());
+    match seconds {
+        Some(seconds) => Ok(seconds),
+        None => bail!("SOURCE_DATE_EPOCH={value:?} is not a whole number of seconds since 1970"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_date_epoch_values() {
+        assert_eq!(source_date_epoch(None).unwrap(), 0);
+        assert_eq!(
+            source_date_epoch(Some("1700000000".into())).unwrap(),
+            1_700_000_000
+        );
+        for bad in ["", "12abc", "-1", "+1", " 1", "99999999999999999999999"] {
+            let err = source_date_epoch(Some(bad.into())).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("SOURCE_DATE_EPOCH={bad:?} is not a whole number of seconds since 1970")
+            );
+        }
+    }
+}

@@ -3,3 +3,14 @@
 //! strings the boot phases together.
 
 pub mod cmdline;
+pub mod hosts;
+pub mod lifecycle;
+pub mod log;
+pub mod modules;
+pub mod mount;
+pub mod net;
+pub mod power;
+pub mod service;
+pub mod signals;
+pub mod supervise;
+pub mod sys;

@@ -1,1 +1,362 @@
-fn main() {}
+//! chaos PID 1. Boots the node through a list of named phases, each logged
+//! with its duration, then supervises the service table until a power
+//! request. It never exits: every failure ends in the emergency path, which
+//! offers a shell in expert mode and otherwise counts down and reboots.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use chaos_init::cmdline::{self, Cmdline, IpConfig, Mode};
+use chaos_init::hosts::{self, Identity};
+use chaos_init::lifecycle::{self, Pid1};
+use chaos_init::net::{Link, Netlink};
+use chaos_init::power::PowerButtons;
+use chaos_init::service;
+use chaos_init::signals::{Power, Signals};
+use chaos_init::supervise::{Supervisor, BACKOFF};
+use chaos_init::sys::{Linux, System};
+use chaos_init::{error, info, log, modules, mount, warn};
+
+/// Where the services live in the image.
+const SERVICES: &str = "/etc/chaos/services";
+/// How long a static `ip=` without a device waits for a NIC with carrier.
+const CARRIER_WAIT: Duration = Duration::from_secs(5);
+/// Seconds shown before an emergency reboot, so the reason can be read.
+const EMERGENCY_COUNTDOWN: u64 = 10;
+
+/// Whether the emergency path may offer a shell (`chaos.mode=expert`); set
+/// once the command line is read, consulted when everything else has failed.
+static EXPERT: AtomicBool = AtomicBool::new(false);
+
+#[derive(Default)]
+struct Boot {
+    cmdline: Cmdline,
+    identity: Identity,
+    supervisor: Option<Supervisor>,
+}
+
+struct Phase {
+    name: &'static str,
+    /// A fatal phase's failure leaves nothing to boot on: emergency path.
+    fatal: bool,
+    run: fn(&mut Boot) -> anyhow::Result<()>,
+}
+
+const PHASES: &[Phase] = &[
+    Phase {
+        name: "mount",
+        fatal: true,
+        run: mount_phase,
+    },
+    Phase {
+        name: "cmdline",
+        fatal: false,
+        run: cmdline_phase,
+    },
+    Phase {
+        name: "modules",
+        fatal: false,
+        run: modules_phase,
+    },
+    Phase {
+        name: "network",
+        fatal: false,
+        run: network_phase,
+    },
+    Phase {
+        name: "hosts",
+        fatal: false,
+        run: hosts_phase,
+    },
+    Phase {
+        name: "services",
+        fatal: false,
+        run: services_phase,
+    },
+];
+
+fn main() {
+    log::set_component("init");
+    if std::process::id() != 1 {
+        eprintln!(
+            "init: this is chaos's PID 1; the kernel starts it (this is pid {})",
+            std::process::id()
+        );
+        std::process::exit(2);
+    }
+    let outcome = std::panic::catch_unwind(run);
+    let reason = match outcome {
+        Ok(Err(e)) => format!("{e:#}"),
+        Ok(Ok(never)) => match never {},
+        Err(panic) => panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .map_or_else(|| "panic".to_string(), |m| format!("panic: {m}")),
+    };
+    emergency(&reason)
+}
+
+fn run() -> anyhow::Result<std::convert::Infallible> {
+    // First of all: signals blocked before anything can fork or send one.
+    let signals = Signals::take_over().context("taking over signals")?;
+    let mut boot = Boot::default();
+    for phase in PHASES {
+        let started = Instant::now();
+        match (phase.run)(&mut boot) {
+            Ok(()) => info!("phase {} done in {} ms", phase.name, ms(started)),
+            Err(e) if phase.fatal => return Err(e.context(format!("phase {}", phase.name))),
+            Err(e) => error!(
+                "phase {} failed after {} ms: {e:#}; booting on",
+                phase.name,
+                ms(started)
+            ),
+        }
+    }
+    let mut pid1 = Pid1 {
+        supervisor: boot
+            .supervisor
+            .take()
+            .unwrap_or_else(|| Supervisor::new(Vec::new(), BACKOFF)),
+        signals,
+        buttons: PowerButtons::open(Path::new("/dev/input")),
+    };
+    if pid1.buttons.is_empty() {
+        warn!("no power button found; ACPI power-off requests will be ignored");
+    }
+    info!("ready: {} as pid 1", boot.identity.hostname);
+    let (power, cause) = pid1.supervise();
+    pid1.shutdown(power, &cause)
+}
+
+fn ms(since: Instant) -> u128 {
+    since.elapsed().as_millis()
+}
+
+fn mount_phase(_: &mut Boot) -> anyhow::Result<()> {
+    mount::apply(&Linux, mount::MOUNTS)?;
+    log::attach_kmsg().context("opening /dev/kmsg")?;
+    Linux.create_dir_all(Path::new("/run/chaos"), 0o755)?;
+    Ok(())
+}
+
+fn cmdline_phase(boot: &mut Boot) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
+    boot.cmdline = cmdline::parse(&text);
+    log::set_max_level(boot.cmdline.chaos.log.into());
+    EXPERT.store(boot.cmdline.chaos.mode == Mode::Expert, Ordering::Relaxed);
+    for problem in &boot.cmdline.problems {
+        warn!("{problem}");
+    }
+    info!("mode {:?}", boot.cmdline.chaos.mode);
+    Ok(())
+}
+
+fn modules_phase(boot: &mut Boot) -> anyhow::Result<()> {
+    let release = nix::sys::utsname::uname()?
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    let mut names: Vec<String> = match std::fs::read_to_string(mkimage::modules::MODULE_LIST) {
+        Ok(text) => text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => bail!("reading {}: {e}", mkimage::modules::MODULE_LIST),
+    };
+    names.extend(boot.cmdline.chaos.modules.iter().cloned());
+    if names.is_empty() {
+        info!("no modules to load");
+        return Ok(());
+    }
+    let dir = modules::image_dir(Path::new("/"), &release)?;
+    let closure = mkimage::ModuleTree::open(&dir)?.closure(&names)?;
+    let mut loaded = Vec::new();
+    for module in closure.modules() {
+        let started = Instant::now();
+        let name = &module.name;
+        match modules::load(name, &dir.join(&module.path)) {
+            Ok(true) => loaded.push(format!("{name} ({} ms)", ms(started))),
+            Ok(false) => {}
+            // One broken driver must not keep the others from loading.
+            Err(e) => error!("{e}"),
+        }
+    }
+    info!("loaded {} modules: {}", loaded.len(), loaded.join(", "));
+    Ok(())
+}
+
+fn network_phase(boot: &mut Boot) -> anyhow::Result<()> {
+    let mut netlink = Netlink::open()?;
+    let links = netlink.links()?;
+    for lo in links.iter().filter(|l| l.loopback) {
+        netlink.set_up(lo.index)?;
+    }
+    let nics: Vec<&Link> = links.iter().filter(|l| !l.loopback).collect();
+    boot.identity.hostname = nics
+        .iter()
+        .find_map(|l| l.mac)
+        .map_or_else(|| "chaos".to_string(), hosts::name_from_mac);
+    if boot.cmdline.chaos.mode == Mode::Safe {
+        info!("safe mode: no network autoconfiguration");
+        return Ok(());
+    }
+    let configs = boot.cmdline.ip.clone();
+    if configs.iter().all(|c| !c.is_static()) {
+        warn!(
+            "no static ip= given and this init has no DHCP client yet: network left unconfigured"
+        );
+    }
+    for config in configs.iter().filter(|c| c.is_static()) {
+        let link = pick_link(&mut netlink, &links, config)?;
+        apply_static(&mut netlink, &link, config, &mut boot.identity)?;
+    }
+    Ok(())
+}
+
+/// The named device, or else the first NIC that has carrier (all are set
+/// up to find out), or else the first NIC at all.
+fn pick_link(netlink: &mut Netlink, links: &[Link], config: &IpConfig) -> anyhow::Result<Link> {
+    let nics: Vec<&Link> = links.iter().filter(|l| !l.loopback).collect();
+    let names = || {
+        nics.iter()
+            .map(|l| l.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(device) = &config.device {
+        return nics
+            .iter()
+            .find(|l| &l.name == device)
+            .map(|l| (*l).clone())
+            .with_context(|| {
+                format!(
+                    "ip=: device {device} not found (this node has: {})",
+                    names()
+                )
+            });
+    }
+    for nic in &nics {
+        netlink.set_up(nic.index)?;
+    }
+    let started = Instant::now();
+    if let Some(link) = netlink.wait_for_carrier(|l| !l.loopback, started + CARRIER_WAIT)? {
+        info!("{} has carrier after {} ms", link.name, ms(started));
+        return Ok(link);
+    }
+    let first = nics
+        .first()
+        .with_context(|| "ip=: no network interface found (was its driver loaded?)".to_string())?;
+    warn!(
+        "no NIC got carrier within {} s ({}); using {}",
+        CARRIER_WAIT.as_secs(),
+        names(),
+        first.name
+    );
+    Ok((*first).clone())
+}
+
+fn apply_static(
+    netlink: &mut Netlink,
+    link: &Link,
+    config: &IpConfig,
+    identity: &mut Identity,
+) -> anyhow::Result<()> {
+    let address = config
+        .client
+        .context("static ip= without a client address")?;
+    let prefix = config
+        .prefix_len()
+        .context("static ip= whose netmask gives no prefix length")?;
+    netlink.set_up(link.index)?;
+    netlink.add_address(link.index, address, prefix)?;
+    if let Some(gateway) = config.gateway {
+        netlink.replace_default_route(gateway, Some(link.index))?;
+    }
+    info!(
+        "{} {address}/{prefix} gateway {} dns {}",
+        link.name,
+        config.gateway.map_or("none".to_string(), |g| g.to_string()),
+        list(&config.dns)
+    );
+    if let Some(name) = &config.hostname {
+        identity.hostname = name.clone();
+    } else if let Some(mac) = link.mac {
+        identity.hostname = hosts::name_from_mac(mac);
+    }
+    identity.nis_domain = config.nis_domain.clone();
+    identity.address = Some(address);
+    identity.dns = config.dns.clone();
+    Ok(())
+}
+
+fn list(addresses: &[Ipv4Addr]) -> String {
+    if addresses.is_empty() {
+        return "none".to_string();
+    }
+    addresses
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn hosts_phase(boot: &mut Boot) -> anyhow::Result<()> {
+    hosts::apply(&Linux, &boot.identity)?;
+    info!("host name {}", boot.identity.hostname);
+    Ok(())
+}
+
+fn services_phase(boot: &mut Boot) -> anyhow::Result<()> {
+    let (services, problems) = service::load_dir(Path::new(SERVICES));
+    for problem in &problems {
+        error!("{problem}");
+    }
+    let ordered = service::start_order(services)?;
+    let mut supervisor = Supervisor::new(ordered, BACKOFF);
+    supervisor.start_due(Instant::now());
+    boot.supervisor = Some(supervisor);
+    Ok(())
+}
+
+/// The path out of every fatal error. A shell on the console in expert mode
+/// (if the image has one); then, or otherwise, a countdown and a reboot.
+fn emergency(reason: &str) -> ! {
+    error!("fatal: {reason}");
+    if EXPERT.load(Ordering::Relaxed) && Path::new("/bin/sh").exists() {
+        error!("expert mode: emergency shell on the console; exit it to reboot");
+        if let Err(e) = emergency_shell() {
+            error!("emergency shell: {e:#}");
+        }
+    }
+    for left in (1..=EMERGENCY_COUNTDOWN).rev() {
+        error!("rebooting in {left} s");
+        // Not synchronisation: a pause so a person can read the reason.
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    lifecycle::finish(Power::Reboot)
+}
+
+fn emergency_shell() -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let mut shell = std::process::Command::new("/bin/sh");
+    // SAFETY: only an async-signal-safe mask change between fork and exec.
+    unsafe {
+        shell.pre_exec(|| {
+            nix::sys::signal::SigSet::empty()
+                .thread_set_mask()
+                .map_err(std::io::Error::from)
+        });
+    }
+    let child = shell.spawn().context("starting /bin/sh")?;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Other children may end meanwhile; wait for the shell itself.
+    nix::sys::wait::waitpid(pid, None).context("waiting for the shell")?;
+    Ok(())
+}

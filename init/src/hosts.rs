@@ -1,0 +1,128 @@
+//! fix_hosts, as CHAOS called it: once the network is configured, give the
+//! node its name and make name lookup work — the host name (sethostname and
+//! /etc/hostname), /etc/hosts with localhost and the node's own name and
+//! address, /etc/resolv.conf from the DNS servers. It only writes what it is
+//! given; choosing the name and addresses is the network phase's job.
+//!
+//! The image links these /etc files into /run, so writing them leaves the
+//! root filesystem exactly as built (the integrity watchdog relies on that).
+
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use crate::sys::System;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub hostname: String,
+    /// The NIS domain from `ip=`'s hostname field (the text after its first dot).
+    pub nis_domain: Option<String>,
+    pub address: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+}
+
+/// A stable name for a node that was given none: the same PC gets the same
+/// name on every boot. Lower-case hex of the MAC, as in `node-5254001234ab`.
+pub fn name_from_mac(mac: [u8; 6]) -> String {
+    mac.iter().fold(String::from("node-"), |mut name, b| {
+        let _ = write!(name, "{b:02x}");
+        name
+    })
+}
+
+pub fn hosts_file(id: &Identity) -> String {
+    let mut hosts =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    // Without an address of its own the name still has to resolve, for
+    // programs that look up their own host name; 127.0.1.1 is Debian's habit.
+    let address = id.address.unwrap_or(Ipv4Addr::new(127, 0, 1, 1));
+    let _ = match &id.nis_domain {
+        Some(domain) => writeln!(hosts, "{address}\t{}.{domain} {}", id.hostname, id.hostname),
+        None => writeln!(hosts, "{address}\t{}", id.hostname),
+    };
+    hosts
+}
+
+pub fn resolv_conf(id: &Identity) -> String {
+    id.dns.iter().fold(String::new(), |mut text, server| {
+        let _ = writeln!(text, "nameserver {server}");
+        text
+    })
+}
+
+pub fn apply(sys: &dyn System, id: &Identity) -> anyhow::Result<()> {
+    use anyhow::Context;
+    sys.set_hostname(&id.hostname)
+        .with_context(|| format!("setting the host name to {}", id.hostname))?;
+    let files = [
+        ("/etc/hostname", format!("{}\n", id.hostname)),
+        ("/etc/hosts", hosts_file(id)),
+        ("/etc/resolv.conf", resolv_conf(id)),
+    ];
+    for (path, contents) in files {
+        sys.write_file(Path::new(path), &contents, 0o644)
+            .with_context(|| format!("writing {path}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::double::Recorder;
+
+    fn node() -> Identity {
+        Identity {
+            hostname: "drone7".into(),
+            nis_domain: Some("lab".into()),
+            address: Some(Ipv4Addr::new(192, 168, 77, 10)),
+            dns: vec![Ipv4Addr::new(192, 168, 77, 1), Ipv4Addr::new(9, 9, 9, 9)],
+        }
+    }
+
+    #[test]
+    fn writes_name_hosts_and_resolvers() {
+        let sys = Recorder::default();
+        apply(&sys, &node()).unwrap();
+        assert_eq!(*sys.calls.borrow(), ["hostname drone7"]);
+        let files = sys.files.borrow();
+        let written: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, c)| (p.to_str().unwrap(), c.as_str()))
+            .collect();
+        assert_eq!(
+            written,
+            [
+                ("/etc/hostname", "drone7\n"),
+                (
+                    "/etc/hosts",
+                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+                     192.168.77.10\tdrone7.lab drone7\n"
+                ),
+                (
+                    "/etc/resolv.conf",
+                    "nameserver 192.168.77.1\nnameserver 9.9.9.9\n"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_node_without_address_or_domain_still_resolves_its_name() {
+        let id = Identity {
+            hostname: "node-5254001234ab".into(),
+            ..Identity::default()
+        };
+        assert!(hosts_file(&id).ends_with("127.0.1.1\tnode-5254001234ab\n"));
+        assert_eq!(resolv_conf(&id), "");
+    }
+
+    #[test]
+    fn names_from_mac_are_stable_hex() {
+        assert_eq!(
+            name_from_mac([0x52, 0x54, 0x00, 0x12, 0x34, 0xab]),
+            "node-5254001234ab"
+        );
+    }
+}

@@ -1,0 +1,90 @@
+//! `cargo xtask deps`: the host packages and Rust target chaos needs, each
+//! with the reason, installed when missing. Nothing else installs software,
+//! so a clean Debian or Ubuntu machine only needs this command.
+
+use anyhow::{bail, Context};
+use xshell::{cmd, Shell};
+
+use crate::node::NODE_TARGET;
+
+/// Debian packages and why chaos needs each one.
+pub const PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "boots chaos nodes under QEMU"),
+    ("kmod", "depmod indexes the unpacked kernel's modules"),
+    ("cpio", "tests check that GNU cpio reads the images"),
+    ("busybox-static", "the shell and tools inside test images"),
+    ("iproute2", "tests make network namespaces and taps"),
+    ("iputils-ping", "tests ping nodes from a test namespace"),
+];
+
+pub fn missing_packages(sh: &Shell) -> Vec<&'static str> {
+    PACKAGES
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| {
+            let format = "${Status}";
+            let status = cmd!(sh, "dpkg-query -W --showformat {format} {name}")
+                .quiet()
+                .ignore_stderr()
+                .read()
+                .unwrap_or_default();
+            !status.ends_with("install ok installed")
+        })
+        .collect()
+}
+
+/// Installs what is missing, saying what and why.
+pub fn install(sh: &Shell) -> anyhow::Result<()> {
+    let missing = missing_packages(sh);
+    if missing.is_empty() {
+        println!("deps: all {} Debian packages present", PACKAGES.len());
+    } else {
+        for (name, why) in PACKAGES.iter().filter(|(n, _)| missing.contains(n)) {
+            println!("deps: installing {name} ({why})");
+        }
+        let (apt, sudo_args): (&str, &[&str]) = if is_root() {
+            ("apt-get", &[])
+        } else {
+            ("sudo", &["apt-get"])
+        };
+        if !sh.path_exists("/usr/bin/apt-get") {
+            bail!(
+                "apt-get not found: chaos's scripts expect Debian or Ubuntu; install {} by hand",
+                missing.join(" ")
+            );
+        }
+        println!("deps: apt-get update");
+        cmd!(sh, "{apt} {sudo_args...} update -q")
+            .run()
+            .context("apt-get update")?;
+        cmd!(
+            sh,
+            "{apt} {sudo_args...} install -y -q --no-install-recommends {missing...}"
+        )
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .run()
+        .context("installing Debian packages")?;
+    }
+    rust_target(sh)
+}
+
+/// The node binaries are static musl executables.
+fn rust_target(sh: &Shell) -> anyhow::Result<()> {
+    let installed = cmd!(sh, "rustup target list --installed")
+        .quiet()
+        .read()
+        .unwrap_or_default();
+    if installed.lines().any(|t| t.trim() == NODE_TARGET) {
+        println!("deps: Rust target {NODE_TARGET} present");
+        return Ok(());
+    }
+    println!("deps: adding Rust target {NODE_TARGET} (the node binaries are static musl)");
+    cmd!(sh, "rustup target add {NODE_TARGET}")
+        .run()
+        .with_context(|| format!("rustup target add {NODE_TARGET}"))
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}

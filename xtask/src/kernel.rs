@@ -1,0 +1,125 @@
+//! `cargo xtask kernel`: the distribution kernel, taken from Debian's
+//! package and unpacked into build/ with its modules, so nothing needs root
+//! and the host's own /boot is never read. Cached by package and version.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use xshell::{cmd, Shell};
+
+/// Debian's metapackage that names the current kernel package.
+const METAPACKAGE: &str = "linux-image-amd64";
+
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    pub release: String,
+    pub vmlinuz: PathBuf,
+    /// lib/modules/<release> of the unpacked package.
+    pub modules: PathBuf,
+}
+
+/// The unpacked distribution kernel, downloading it on first use.
+pub fn distribution(sh: &Shell) -> anyhow::Result<Kernel> {
+    let package = current_package(sh)?;
+    let version = cmd!(sh, "apt-cache show --no-all-versions {package}")
+        .quiet()
+        .read()
+        .with_context(|| format!("asking apt for {package}'s version"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("Version: "))
+        .map(str::to_string)
+        .with_context(|| format!("apt-cache show {package} names no version"))?;
+    let dir = crate::build_dir()
+        .join("kernel")
+        .join(format!("{package}_{version}"));
+    if !dir.join(".complete").exists() {
+        unpack(sh, &package, &version, &dir)?;
+    }
+    find(&dir)
+}
+
+fn current_package(sh: &Shell) -> anyhow::Result<String> {
+    let depends = cmd!(sh, "apt-cache depends --important {METAPACKAGE}")
+        .quiet()
+        .read()
+        .with_context(|| format!("asking apt which kernel {METAPACKAGE} stands for (run `cargo xtask deps` on Debian)"))?;
+    depends
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .find(|p| p.starts_with("linux-image-"))
+        .map(str::to_string)
+        .with_context(|| format!("{METAPACKAGE} depends on no linux-image package; is apt's package list empty (apt-get update)?"))
+}
+
+fn unpack(sh: &Shell, package: &str, version: &str, dir: &Path) -> anyhow::Result<()> {
+    println!("kernel: downloading {package} {version}");
+    let partial = crate::partial(dir);
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial)?;
+    {
+        let _cd = sh.push_dir(&partial);
+        cmd!(sh, "apt-get download -q {package}={version}")
+            .run()
+            .with_context(|| format!("apt-get download {package}={version} (is apt's package list current? `apt-get update`)"))?;
+    }
+    let deb = std::fs::read_dir(&partial)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .with_context(|| format!("apt-get download left no .deb in {}", partial.display()))?;
+    println!("kernel: unpacking {}", deb.display());
+    let root = partial.join("root");
+    cmd!(sh, "dpkg-deb -x {deb} {root}")
+        .run()
+        .context("dpkg-deb -x")?;
+    std::fs::remove_file(&deb)?;
+    // The package leaves modules.dep to its install script; make it here,
+    // against the unpacked tree only.
+    let release = find_vmlinuz(&root.join("boot"))?.1;
+    cmd!(sh, "depmod -b {root} {release}")
+        .run()
+        .context("depmod on the unpacked kernel (package kmod)")?;
+    std::fs::write(partial.join(".complete"), format!("{package} {version}\n"))?;
+    let _ = std::fs::remove_dir_all(dir);
+    // Renamed into place only when complete, so an interrupted download
+    // never looks like a cached kernel.
+    std::fs::rename(&partial, dir)?;
+    Ok(())
+}
+
+fn find(dir: &Path) -> anyhow::Result<Kernel> {
+    let (vmlinuz, release) = find_vmlinuz(&dir.join("root/boot"))?;
+    let modules = dir.join("root/lib/modules").join(&release);
+    if !modules.join("modules.dep").exists() {
+        bail!(
+            "{} has no modules.dep for release {release}",
+            modules.display()
+        );
+    }
+    Ok(Kernel {
+        release,
+        vmlinuz,
+        modules,
+    })
+}
+
+/// The kernel image in an unpacked /boot and the release its name carries.
+fn find_vmlinuz(boot: &Path) -> anyhow::Result<(PathBuf, String)> {
+    let vmlinuz = std::fs::read_dir(boot)
+        .with_context(|| format!("reading {}", boot.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
+        .with_context(|| format!("no vmlinuz-* in {}", boot.display()))?;
+    let release = vmlinuz
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("vmlinuz-"))
+        .unwrap_or_default()
+        .to_string();
+    Ok((vmlinuz, release))
+}

@@ -1,0 +1,38 @@
+//! The build and test driver behind `cargo xtask`, as a library so the
+//! integration tests build their images and boot them with the same code the
+//! commands use. Each module is one concern; `main.rs` only parses arguments.
+
+pub mod bench;
+pub mod deps;
+pub mod image;
+pub mod kernel;
+pub mod node;
+pub mod vm;
+
+use std::path::PathBuf;
+
+/// The workspace root (the directory with the top-level Cargo.toml).
+pub fn root() -> PathBuf {
+    let xtask = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().map(PathBuf::from).unwrap_or(xtask)
+}
+
+/// Where every generated artifact and cache lives; `git clean` territory.
+pub fn build_dir() -> PathBuf {
+    root().join("build")
+}
+
+/// Where to write `path` before renaming it into place, so an interrupted
+/// build never leaves something that looks finished.
+pub fn partial(path: &std::path::Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// A shell rooted at the workspace, for running the host's tools.
+pub fn shell() -> anyhow::Result<xshell::Shell> {
+    let sh = xshell::Shell::new()?;
+    sh.change_dir(root());
+    Ok(sh)
+}

@@ -1,0 +1,291 @@
+//! One chaos node under QEMU (TCG: these machines have no usable KVM), with
+//! its serial console captured so callers can wait for what it prints, and
+//! a QMP socket to press its power button. Used by `cargo xtask qemu`'s
+//! non-interactive callers: the bench and the integration tests.
+//!
+//! Waiting is event-driven: a reader thread appends console output and
+//! wakes waiters; every wait has a deadline and its error carries the whole
+//! console, so a failed boot explains itself.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+
+/// Kernel arguments every non-interactive boot gets: the serial console,
+/// and a kernel panic ends the VM at once instead of hanging the caller.
+pub const BASE_APPEND: &str = "console=ttyS0 panic=-1";
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// Kernel command line after [`BASE_APPEND`].
+    pub append: String,
+    pub memory_mib: u32,
+    /// Extra QEMU arguments: NICs and their backends.
+    pub qemu_args: Vec<String>,
+    /// A command QEMU runs under, such as `ip netns exec NS`.
+    pub wrapper: Vec<String>,
+}
+
+impl Config {
+    pub fn new(kernel: &Path, initrd: &Path, append: &str) -> Self {
+        Config {
+            kernel: kernel.to_path_buf(),
+            initrd: initrd.to_path_buf(),
+            append: append.to_string(),
+            memory_mib: 512,
+            qemu_args: Vec::new(),
+            wrapper: Vec::new(),
+        }
+    }
+
+    /// One virtio NIC on QEMU's user-mode network: a private, emulated LAN
+    /// (10.0.2.0/24) that reaches nothing the guest does not connect to.
+    pub fn user_net(mut self) -> Self {
+        self.qemu_args.extend(
+            [
+                "-netdev",
+                "user,id=n0",
+                "-device",
+                "virtio-net-pci,netdev=n0",
+            ]
+            .map(String::from),
+        );
+        self
+    }
+
+    /// The full QEMU command line, with the wrapper first.
+    pub fn command(&self, qmp: &Path) -> Vec<String> {
+        let mut args = self.wrapper.clone();
+        args.extend(
+            [
+                "qemu-system-x86_64",
+                "-accel",
+                "tcg",
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-serial",
+                "stdio",
+                "-no-reboot",
+            ]
+            .map(String::from),
+        );
+        args.extend([
+            "-m".into(),
+            self.memory_mib.to_string(),
+            "-kernel".into(),
+            self.kernel.display().to_string(),
+            "-initrd".into(),
+            self.initrd.display().to_string(),
+            "-append".into(),
+            format!("{BASE_APPEND} {}", self.append).trim().to_string(),
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", qmp.display()),
+        ]);
+        args.extend(self.qemu_args.iter().cloned());
+        args
+    }
+}
+
+#[derive(Default)]
+struct Console {
+    text: String,
+    closed: bool,
+}
+
+type Shared = Arc<(Mutex<Console>, Condvar)>;
+
+pub struct Vm {
+    child: Child,
+    console: Shared,
+    qmp: PathBuf,
+    /// Byte offset in the console after the last match of [`Vm::expect`].
+    cursor: usize,
+}
+
+impl Vm {
+    pub fn start(config: &Config) -> anyhow::Result<Vm> {
+        let qmp = std::env::temp_dir().join(format!(
+            "chaos-qmp-{}-{}.sock",
+            std::process::id(),
+            unique()
+        ));
+        let argv = config.command(&qmp);
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {} (is qemu-system-x86 installed? `cargo xtask deps`)",
+                    argv[0]
+                )
+            })?;
+        let console: Shared = Arc::default();
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let console = console.clone();
+            std::thread::spawn(move || pump(stream, console));
+        }
+        Ok(Vm {
+            child,
+            console,
+            qmp,
+            cursor: 0,
+        })
+    }
+
+    /// Everything the console has printed so far.
+    pub fn console(&self) -> String {
+        lock(&self.console).text.clone()
+    }
+
+    /// Waits until the console prints `needle` after the previous match, and
+    /// returns the whole line it is on; so a sequence of expects asserts an
+    /// order of events.
+    pub fn expect(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        let (lock_, wake) = &*self.console;
+        let mut console = lock_.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(found) = console.text[self.cursor..].find(needle) {
+                let at = self.cursor + found;
+                let start = console.text[..at].rfind('\n').map_or(0, |i| i + 1);
+                let end = console.text[at..]
+                    .find('\n')
+                    .map_or(console.text.len(), |i| at + i);
+                self.cursor = at + needle.len();
+                return Ok(console.text[start..end].trim_end_matches('\r').to_string());
+            }
+            let now = Instant::now();
+            if console.closed || now >= deadline {
+                let why = if console.closed {
+                    "QEMU exited"
+                } else {
+                    "timed out"
+                };
+                bail!(
+                    "{why} after {:.1} s waiting for {needle:?}; console:\n{}",
+                    timeout
+                        .saturating_sub(deadline - now.min(deadline))
+                        .as_secs_f64(),
+                    console.text
+                );
+            }
+            console = wake
+                .wait_timeout(console, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Sends one QMP command, such as `system_powerdown`.
+    pub fn qmp(&self, command: &str) -> anyhow::Result<()> {
+        let mut stream = UnixStream::connect(&self.qmp)
+            .with_context(|| format!("connecting to QMP at {}", self.qmp.display()))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut reply = String::new();
+        let mut buf = [0u8; 4096];
+        let mut read_reply = |stream: &mut UnixStream, reply: &mut String| -> anyhow::Result<()> {
+            while !reply.contains("\"return\"") && !reply.contains("\"error\"") {
+                let n = stream.read(&mut buf).context("reading from QMP")?;
+                if n == 0 {
+                    bail!("QMP closed the connection; got {reply:?}");
+                }
+                reply.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            Ok(())
+        };
+        stream.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
+        read_reply(&mut stream, &mut reply)?;
+        reply.clear();
+        stream.write_all(format!("{{\"execute\":\"{command}\"}}\n").as_bytes())?;
+        read_reply(&mut stream, &mut reply)?;
+        if reply.contains("\"error\"") {
+            return Err(anyhow!("QMP {command} failed: {reply}"));
+        }
+        Ok(())
+    }
+
+    /// Waits for QEMU to exit (the guest powered off or rebooted: QEMU runs
+    /// with -no-reboot) and returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let (lock_, wake) = &*self.console;
+        let mut console = lock_.lock().unwrap_or_else(|p| p.into_inner());
+        // QEMU closes its stdout as it exits; the pump marks that.
+        while !console.closed {
+            let now = Instant::now();
+            if now >= deadline {
+                bail!(
+                    "QEMU still running after {} s; console:\n{}",
+                    timeout.as_secs(),
+                    console.text
+                );
+            }
+            console = wake
+                .wait_timeout(console, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        drop(console);
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.qmp);
+    }
+}
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Console> {
+    shared.0.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn pump(mut stream: Box<dyn Read + Send>, console: Shared) {
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).unwrap_or(0);
+        let mut state = lock(&console);
+        if n == 0 {
+            state.closed = true;
+        } else {
+            state.text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        console.1.notify_all();
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+/// A number unique within this process, for socket names.
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

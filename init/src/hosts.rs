@@ -55,6 +55,10 @@ pub fn apply(sys: &dyn System, id: &Identity) -> anyhow::Result<()> {
     use anyhow::Context;
     sys.set_hostname(&id.hostname)
         .with_context(|| format!("setting the host name to {}", id.hostname))?;
+    if let Some(domain) = &id.nis_domain {
+        sys.set_domainname(domain)
+            .with_context(|| format!("setting the NIS domain to {domain}"))?;
+    }
     let files = [
         ("/etc/hostname", format!("{}\n", id.hostname)),
         ("/etc/hosts", hosts_file(id)),
@@ -85,7 +89,7 @@ mod tests {
     fn writes_name_hosts_and_resolvers() {
         let sys = Recorder::default();
         apply(&sys, &node()).unwrap();
-        assert_eq!(*sys.calls.borrow(), ["hostname drone7"]);
+        assert_eq!(*sys.calls.borrow(), ["hostname drone7", "domainname lab"]);
         let files = sys.files.borrow();
         let written: Vec<(&str, &str)> = files
             .iter()

@@ -28,6 +28,8 @@ pub trait System {
     /// point into /run and the root stays as the image built it.
     fn write_file(&self, path: &Path, contents: &str, mode: u32) -> io::Result<()>;
     fn set_hostname(&self, name: &str) -> io::Result<()>;
+    /// The NIS domain, as the kernel's own `ip=` handling sets it.
+    fn set_domainname(&self, name: &str) -> io::Result<()>;
 }
 
 /// The running kernel.
@@ -75,6 +77,16 @@ impl System for Linux {
 
     fn set_hostname(&self, name: &str) -> io::Result<()> {
         nix::unistd::sethostname(name).map_err(io::Error::from)
+    }
+
+    fn set_domainname(&self, name: &str) -> io::Result<()> {
+        // SAFETY: the pointer and length describe `name`, which outlives the call.
+        let rc = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 }
 
@@ -132,6 +144,11 @@ pub mod double {
 
         fn set_hostname(&self, name: &str) -> io::Result<()> {
             self.calls.borrow_mut().push(format!("hostname {name}"));
+            Ok(())
+        }
+
+        fn set_domainname(&self, name: &str) -> io::Result<()> {
+            self.calls.borrow_mut().push(format!("domainname {name}"));
             Ok(())
         }
     }

@@ -228,6 +228,17 @@ impl Spec {
         Ok(self)
     }
 
+    /// Takes `path` and everything below it out of the spec; returns how
+    /// many entries went. For derived images that replace part of a base.
+    pub fn remove(&mut self, path: &str) -> Result<usize, SpecError> {
+        let name = archive_name(path)?.to_owned();
+        let below = format!("{name}/");
+        let before = self.entries.len();
+        self.entries
+            .retain(|entry, _| entry != &name && !entry.starts_with(&below));
+        Ok(before - self.entries.len())
+    }
+
     /// The entry at the absolute image path `path`, if any.
     pub fn get(&self, path: &str) -> Option<&Entry> {
         self.entries.get(archive_name(path).ok()?)
@@ -373,6 +384,16 @@ mod tests {
             "/lib/modules/x/y: parent /lib is a symlink, not a directory"
         );
         assert_eq!(names(&spec), ["lib"]);
+    }
+
+    #[test]
+    fn remove_takes_a_subtree_and_nothing_else() {
+        let mut spec = Spec::new();
+        spec.file("/etc/a/x", 0o644, "x").unwrap();
+        spec.file("/etc/ab", 0o644, "y").unwrap();
+        assert_eq!(spec.remove("/etc/a").unwrap(), 2);
+        assert_eq!(names(&spec), ["etc", "etc/ab"]);
+        assert_eq!(spec.remove("/nothing").unwrap(), 0);
     }
 
     #[test]

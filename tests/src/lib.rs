@@ -47,6 +47,15 @@ pub fn fixture() -> &'static Fixture {
 /// The base image plus busybox at /bin and `services`; written to
 /// build/tests/<name>.cpio.gz.
 pub fn test_image(name: &str, services: &[Service]) -> PathBuf {
+    test_image_with(name, services, |_| {})
+}
+
+/// [`test_image`], with `change` applied to the spec last.
+pub fn test_image_with(
+    name: &str,
+    services: &[Service],
+    change: impl FnOnce(&mut Spec),
+) -> PathBuf {
     let fixture = fixture();
     let mut spec: Spec =
         xtask::image::base_spec(&fixture.kernel, &fixture.binaries).expect("the base image spec");
@@ -68,6 +77,7 @@ pub fn test_image(name: &str, services: &[Service]) -> PathBuf {
         )
         .expect("service file");
     }
+    change(&mut spec);
     let out = xtask::build_dir()
         .join("tests")
         .join(format!("{name}.cpio.gz"));

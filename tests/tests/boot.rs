@@ -138,3 +138,29 @@ fn the_power_button_stops_services_in_reverse_order_and_powers_off() {
     let status = vm.wait_exit(STEP_TIMEOUT).step();
     assert!(status.success(), "QEMU ended with {status}");
 }
+
+#[test]
+fn a_fatal_boot_error_counts_down_and_reboots_instead_of_exiting() {
+    // /proc as a plain file: the mount phase cannot succeed, so PID 1 must
+    // take the emergency path; if it exited, the kernel would panic.
+    let image = test_image_with("no-proc", &[], |spec| {
+        spec.remove("/proc").unwrap();
+        spec.file("/proc", 0o644, "not a directory").unwrap();
+    });
+    let mut vm = boot(&config(&image, "").user_net());
+    vm.expect(
+        "init: fatal: phase mount: creating the mount point /proc",
+        BOOT_TIMEOUT,
+    )
+    .step();
+    for left in (1..=10).rev() {
+        vm.expect(&format!("init: rebooting in {left} s"), STEP_TIMEOUT)
+            .step();
+    }
+    vm.expect("reboot: Restarting system", STEP_TIMEOUT).step();
+    let console = vm.console();
+    assert!(
+        !console.contains("Attempted to kill init"),
+        "PID 1 exited:\n{console}"
+    );
+}

@@ -7,6 +7,7 @@ pub mod deps;
 pub mod image;
 pub mod kernel;
 pub mod node;
+pub mod testing;
 pub mod vm;
 
 use std::path::PathBuf;

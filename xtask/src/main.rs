@@ -121,8 +121,7 @@ fn main() -> anyhow::Result<()> {
             )
             .run()?;
             println!("test: unit and integration tests");
-            cmd!(sh, "cargo test --workspace --locked").run()?;
-            Ok(())
+            xtask::testing::run_all()
         }
         Command::Bench(Bench { boots }) => bench::run(&sh, boots),
     }

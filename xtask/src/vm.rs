@@ -165,7 +165,8 @@ impl Vm {
     /// returns the whole line it is on; so a sequence of expects asserts an
     /// order of events.
     pub fn expect(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
         let (lock_, wake) = &*self.console;
         let mut console = lock_.lock().unwrap_or_else(|p| p.into_inner());
         loop {
@@ -187,9 +188,7 @@ impl Vm {
                 };
                 bail!(
                     "{why} after {:.1} s waiting for {needle:?}; console:\n{}",
-                    timeout
-                        .saturating_sub(deadline - now.min(deadline))
-                        .as_secs_f64(),
+                    started.elapsed().as_secs_f64(),
                     console.text
                 );
             }

@@ -1,0 +1,102 @@
+//! Runs the workspace's tests and closes with one summary line over every
+//! test binary, so a reader (or CI) sees the total without adding up
+//! cargo's per-binary results.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context};
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
+}
+
+impl Totals {
+    /// Adds one of cargo's `test result: ok. 3 passed; 0 failed; 1 ignored; ...`
+    /// lines; other lines are not results and change nothing.
+    pub fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            match what {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                "ignored" => self.ignored += count,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `cargo test` over every target except doc tests (there are none), with
+/// the output passed through as it comes.
+pub fn run_all() -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut child = Command::new(cargo)
+        .args(["test", "--workspace", "--all-targets", "--locked"])
+        .current_dir(crate::root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
+    let mut totals = Totals::default();
+    let stdout = child.stdout.take().context("cargo test's stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        totals.add_line(&line);
+    }
+    let status = child.wait()?;
+    let skipped = if totals.ignored > 0 {
+        format!(", {} skipped", totals.ignored)
+    } else {
+        String::new()
+    };
+    println!(
+        "tests: {} passed, {} failed{skipped}",
+        totals.passed, totals.failed
+    );
+    if !status.success() || totals.failed > 0 {
+        bail!("cargo test failed ({status})");
+    }
+    if totals.passed == 0 {
+        bail!("cargo test ran no test");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adds_up_result_lines_only() {
+        let mut totals = Totals::default();
+        for line in [
+            "test result: ok. 55 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.08s",
+            "running 3 tests",
+            "test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s",
+            "test result: garbage",
+        ] {
+            totals.add_line(line);
+        }
+        assert_eq!(
+            totals,
+            Totals {
+                passed: 58,
+                failed: 1,
+                ignored: 2
+            }
+        );
+    }
+}

@@ -80,9 +80,18 @@ pub fn run(sh: &Shell, boots: usize) -> anyhow::Result<()> {
         let run = vm.expect("Run /init as init process", Duration::from_secs(120))?;
         let ready = vm.expect("init: ready", Duration::from_secs(60))?;
         let handoff = timestamp(&ready)? - timestamp(&run)?;
+        let phases: Vec<String> = vm
+            .console()
+            .lines()
+            .filter_map(|l| {
+                l.split_once("init: phase ")
+                    .map(|(_, p)| p.replace(" done in ", " "))
+            })
+            .collect();
         println!(
-            "bench: boot {boot}/{boots}: hand-off to ready {:.0} ms",
-            handoff * 1000.0
+            "bench: boot {boot}/{boots}: hand-off to ready {:.0} ms (phases: {})",
+            handoff * 1000.0,
+            phases.join(", ")
         );
         handoffs.push(Duration::from_secs_f64(handoff));
     }

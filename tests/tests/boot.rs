@@ -7,7 +7,7 @@ use chaos_tests::*;
 
 /// The node's side of the test namespace's network.
 const STATIC_IP: &str =
-    "ip=192.168.77.10::192.168.77.1:255.255.255.0:drone7.lab::off:192.168.77.1:9.9.9.9";
+    "ip=192.168.77.10::192.168.77.1:255.255.255.0:drone7.lab::off:192.168.77.1:192.168.77.2";
 
 #[test]
 fn static_ip_is_applied_and_the_node_answers_ping() {
@@ -44,7 +44,7 @@ fn static_ip_is_applied_and_the_node_answers_ping() {
         "probe: drone7",
         "probe: 192.168.77.10\tdrone7.lab drone7",
         "probe: nameserver 192.168.77.1",
-        "probe: nameserver 9.9.9.9",
+        "probe: nameserver 192.168.77.2",
         "inet 192.168.77.10/24",
         "probe: default via 192.168.77.1 dev eth0",
         "init: service probe exited with status 0",

@@ -2,6 +2,7 @@
 //! own, so the logic is unit-tested on the host and the binary in `main.rs` only
 //! strings the boot phases together.
 
+pub mod certainty;
 pub mod cmdline;
 pub mod hosts;
 pub mod lifecycle;

@@ -9,6 +9,7 @@
 
 pub mod image;
 pub mod list;
+pub mod manifest;
 pub mod mode;
 pub mod modules;
 pub mod spec;

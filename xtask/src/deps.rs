@@ -15,6 +15,13 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("busybox-static", "the shell and tools inside test images"),
     ("iproute2", "tests make network namespaces and taps"),
     ("iputils-ping", "tests ping nodes from a test namespace"),
+    ("linux-source-6.1", "the source of the custom kernel"),
+    ("build-essential", "gcc, make, libc headers: custom kernel"),
+    ("flex", "custom kernel: generates Kconfig's lexer"),
+    ("bison", "custom kernel: generates Kconfig's parser"),
+    ("bc", "custom kernel: computes timer constants"),
+    ("libelf-dev", "custom kernel: objtool reads ELF objects"),
+    ("xz-utils", "unpacks linux-source, compresses bzImage"),
 ];
 
 pub fn missing_packages(sh: &Shell) -> Vec<&'static str> {

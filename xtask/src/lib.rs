@@ -3,6 +3,7 @@
 //! commands use. Each module is one concern; `main.rs` only parses arguments.
 
 pub mod bench;
+pub mod custom_kernel;
 pub mod deps;
 pub mod image;
 pub mod kernel;

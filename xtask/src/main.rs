@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use argh::FromArgs;
 use xshell::cmd;
-use xtask::{bench, deps, image, kernel, vm};
+use xtask::{bench, custom_kernel, deps, image, kernel, vm};
 
 /// Build, boot, test and measure chaos.
 #[derive(FromArgs)]
@@ -33,10 +33,19 @@ enum Command {
 struct Deps {}
 
 /// Unpack Debian's current kernel package and its modules into build/kernel
-/// (cached by package version; no root needed) and print where it is.
+/// (cached by package version; no root needed) and print where it is; with
+/// --custom, build the compact module-free kernel from kernel-config/.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "kernel")]
-struct Kernel {}
+struct Kernel {
+    /// build the compact kernel from Debian's linux-source package and the
+    /// kernel-config/ fragments (cached in build/custom-kernel/)
+    #[argh(switch)]
+    custom: bool,
+    /// kernel source tree for --custom (default: Debian's linux-source-6.1)
+    #[argh(option)]
+    source: Option<PathBuf>,
+}
 
 /// Build the node image: static musl init, boot modules, service table,
 /// written reproducibly to build/chaos.cpio.gz (or --out).
@@ -83,6 +92,17 @@ fn main() -> anyhow::Result<()> {
     let sh = xtask::shell()?;
     match args.command {
         Command::Deps(_) => deps::install(&sh),
+        Command::Kernel(Kernel {
+            custom: true,
+            source,
+        }) => custom_kernel::build(&sh, source.as_deref()).map(drop),
+        Command::Kernel(Kernel {
+            source: Some(_), ..
+        }) => {
+            anyhow::bail!(
+                "--source is for --custom; the distribution kernel comes from its package"
+            )
+        }
         Command::Kernel(_) => {
             let kernel = kernel::distribution(&sh)?;
             println!("kernel: {} at {}", kernel.release, kernel.vmlinuz.display());

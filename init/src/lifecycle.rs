@@ -43,7 +43,11 @@ impl Pid1 {
         fds.extend(self.buttons.fds());
         fds.extend(self.supervisor.output_fds());
         let mut request = None;
-        for fd in signals::wait_readable(&fds, deadline) {
+        let mut ready = signals::wait_readable(&fds, deadline);
+        // Output before exits: what a service wrote last is logged before
+        // the line saying it ended.
+        ready.sort_by_key(|&fd| fd == self.signals.fd());
+        for fd in ready {
             if fd == self.signals.fd() {
                 for signal in self.signals.pending() {
                     if signal == Signal::SIGCHLD {

@@ -165,19 +165,45 @@ impl Vm {
     /// returns the whole line it is on; so a sequence of expects asserts an
     /// order of events.
     pub fn expect(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let mut lines = self.expect_all(&[needle], timeout)?;
+        Ok(lines.remove(0))
+    }
+
+    /// Waits until the console prints every one of `needles` after the
+    /// previous match, in any order (for events that race, such as two
+    /// services' first lines); returns their lines in the order asked and
+    /// moves past the last of them.
+    pub fn expect_all(
+        &mut self,
+        needles: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<String>> {
         let started = Instant::now();
         let deadline = started + timeout;
         let (lock_, wake) = &*self.console;
         let mut console = lock_.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if let Some(found) = console.text[self.cursor..].find(needle) {
-                let at = self.cursor + found;
-                let start = console.text[..at].rfind('\n').map_or(0, |i| i + 1);
-                let end = console.text[at..]
-                    .find('\n')
-                    .map_or(console.text.len(), |i| at + i);
-                self.cursor = at + needle.len();
-                return Ok(console.text[start..end].trim_end_matches('\r').to_string());
+            let text = &console.text;
+            let found: Option<Vec<usize>> = needles
+                .iter()
+                .map(|n| text[self.cursor..].find(n).map(|i| self.cursor + i))
+                .collect();
+            if let Some(found) = found {
+                let lines = found
+                    .iter()
+                    .map(|&at| {
+                        let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+                        let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+                        text[start..end].trim_end_matches('\r').to_string()
+                    })
+                    .collect();
+                self.cursor = found
+                    .iter()
+                    .zip(needles)
+                    .map(|(at, n)| at + n.len())
+                    .max()
+                    .unwrap_or(self.cursor);
+                return Ok(lines);
             }
             let now = Instant::now();
             if console.closed || now >= deadline {
@@ -187,7 +213,7 @@ impl Vm {
                     "timed out"
                 };
                 bail!(
-                    "{why} after {:.1} s waiting for {needle:?}; console:\n{}",
+                    "{why} after {:.1} s waiting for {needles:?}; console:\n{}",
                     started.elapsed().as_secs_f64(),
                     console.text
                 );

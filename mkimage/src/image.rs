@@ -92,8 +92,40 @@ impl Spec {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("SOURCE_DATE_EPOCH={0:?} is not a whole number of seconds since 1970")]
+pub struct EpochError(std::ffi::OsString);
+
+/// The archive mtime from SOURCE_DATE_EPOCH's value if set (it must then be
+/// a whole number of seconds, as reproducible-builds.org specifies), else 0.
+pub fn source_date_epoch(value: Option<std::ffi::OsString>) -> Result<u64, EpochError> {
+    let Some(value) = value else { return Ok(0) };
+    // Digits only: u64's FromStr would also take a leading '+'.
+    let seconds = value
+        .to_str()
+        .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|text| text.parse().ok());
+    seconds.ok_or(EpochError(value))
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn source_date_epoch_values() {
+        assert_eq!(source_date_epoch(None).unwrap(), 0);
+        assert_eq!(
+            source_date_epoch(Some("1700000000".into())).unwrap(),
+            1_700_000_000
+        );
+        for bad in ["", "12abc", "-1", "+1", " 1", "99999999999999999999999"] {
+            let err = source_date_epoch(Some(bad.into())).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("SOURCE_DATE_EPOCH={bad:?} is not a whole number of seconds since 1970")
+            );
+        }
+    }
     use super::*;
 
     /// Splits a newc archive into (header fields as hex strings, name, data).

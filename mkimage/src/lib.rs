@@ -15,7 +15,7 @@ pub mod modules;
 pub mod spec;
 pub mod specfile;
 
-pub use image::WriteError;
+pub use image::{source_date_epoch, EpochError, WriteError};
 pub use list::{list, ListError, ListedEntry};
 pub use modules::{Closure, Module, ModuleTree, ModulesError};
 pub use spec::{Content, Entry, Kind, Spec, SpecError};

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use argh::FromArgs;
 
 /// Build and inspect chaos boot images (gzip-compressed newc cpio archives).
@@ -56,7 +56,7 @@ fn main() -> Result<()> {
 }
 
 fn run_build(build: &Build) -> Result<()> {
-    let mtime = source_date_epoch(std::env::var_os("SOURCE_DATE_EPOCH"))?;
+    let mtime = mkimage::source_date_epoch(std::env::var_os("SOURCE_DATE_EPOCH"))?;
     let spec = mkimage::specfile::parse_file(&build.spec)?;
     // Write beside the target and rename, so a failed build never leaves a
     // truncated image where a bootable one is expected.
@@ -106,40 +106,4 @@ fn run_list(image: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The archive mtime: SOURCE_DATE_EPOCH if set (it must then be a whole
-/// number of seconds, as reproducible-builds.org specifies), else 0.
-fn source_date_epoch(value: Option<std::ffi::OsString>) -> Result<u64> {
-    let Some(value) = value else { return Ok(0) };
-    // Digits only: u64's FromStr would also take a leading '+'.
-    let seconds = value
-        .to_str()
-        .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|text| text.parse().ok());
-    match seconds {
-        Some(seconds) => Ok(seconds),
-        None => bail!("SOURCE_DATE_EPOCH={value:?} is not a whole number of seconds since 1970"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn source_date_epoch_values() {
-        assert_eq!(source_date_epoch(None).unwrap(), 0);
-        assert_eq!(
-            source_date_epoch(Some("1700000000".into())).unwrap(),
-            1_700_000_000
-        );
-        for bad in ["", "12abc", "-1", "+1", " 1", "99999999999999999999999"] {
-            let err = source_date_epoch(Some(bad.into())).unwrap_err().to_string();
-            assert_eq!(
-                err,
-                format!("SOURCE_DATE_EPOCH={bad:?} is not a whole number of seconds since 1970")
-            );
-        }
-    }
 }

@@ -48,12 +48,9 @@ pub fn base_spec(kernel: &Kernel, binaries: &Binaries) -> anyhow::Result<Spec> {
 
 /// SOURCE_DATE_EPOCH when set (reproducible builds' convention), else 0.
 pub fn mtime() -> anyhow::Result<u64> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(value) => value
-            .parse()
-            .with_context(|| format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds")),
-        Err(_) => Ok(0),
-    }
+    Ok(mkimage::source_date_epoch(std::env::var_os(
+        "SOURCE_DATE_EPOCH",
+    ))?)
 }
 
 /// Writes `spec` to `out` through a temporary file, so a failed build never

@@ -15,8 +15,6 @@ use nix::kmod::{finit_module, ModuleInitFlags};
 pub enum ModuleError {
     #[error("this image's modules are for kernel {image}, but the running kernel is {running}")]
     WrongKernel { image: String, running: String },
-    #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
     #[error("loading {name} ({path}): {source}")]
     Load {
         name: String,

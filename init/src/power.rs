@@ -56,10 +56,6 @@ impl PowerButtons {
         PowerButtons { devices }
     }
 
-    pub fn len(&self) -> usize {
-        self.devices.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.devices.is_empty()
     }

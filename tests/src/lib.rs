@@ -114,10 +114,8 @@ impl<T> Step<T> for anyhow::Result<T> {
 /// Tests that make namespaces and taps need root; CI runs as root, so this
 /// fails loudly instead of skipping.
 pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
+    assert!(
+        xtask::deps::is_root(),
         "this test makes network namespaces and taps: run it as root (CI does)"
     );
 }

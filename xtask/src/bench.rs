@@ -34,14 +34,7 @@ pub fn run(sh: &Shell, boots: usize) -> anyhow::Result<()> {
 
     let scratch = crate::build_dir().join("bench");
     std::fs::create_dir_all(&scratch)?;
-    let spec = crate::image::base_spec(&kernel, &binaries)?;
-    let mut base = mkimage::Spec::new();
-    for (name, entry) in spec
-        .iter()
-        .filter(|(n, _)| !n.starts_with("lib/modules") && *n != "etc/chaos/modules")
-    {
-        base.insert(&format!("/{name}"), entry.clone())?;
-    }
+    let base = crate::image::moduleless_spec(&binaries)?;
     let base_size = crate::image::write(&base, &scratch.join("base.cpio.gz"))?;
     rows.push(Row {
         what: "base initramfs (no modules), gzip",

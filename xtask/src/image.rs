@@ -19,7 +19,18 @@ pub const BOOT_MODULES: &[&str] = &["virtio_pci", "virtio_net", "e1000", "button
 /// Where PID 1 finds its services.
 pub const SERVICES_DIR: &str = "/etc/chaos/services";
 
+/// The image with its boot modules: what `cargo xtask image` ships.
 pub fn base_spec(kernel: &Kernel, binaries: &Binaries) -> anyhow::Result<Spec> {
+    let mut spec = moduleless_spec(binaries)?;
+    mkimage::ModuleTree::open(&kernel.modules)
+        .and_then(|tree| tree.closure(BOOT_MODULES))
+        .with_context(|| format!("the boot modules of kernel {}", kernel.release))?
+        .add_to(&mut spec)?;
+    Ok(spec)
+}
+
+/// Everything but the kernel modules; the bench's "base initramfs".
+pub fn moduleless_spec(binaries: &Binaries) -> anyhow::Result<Spec> {
     let mut spec = Spec::new();
     for (dir, mode) in [
         ("/dev", 0o755),
@@ -39,10 +50,6 @@ pub fn base_spec(kernel: &Kernel, binaries: &Binaries) -> anyhow::Result<Spec> {
     for name in ["hostname", "hosts", "resolv.conf"] {
         spec.symlink(&format!("/etc/{name}"), format!("/run/chaos/{name}"))?;
     }
-    mkimage::ModuleTree::open(&kernel.modules)
-        .and_then(|tree| tree.closure(BOOT_MODULES))
-        .with_context(|| format!("the boot modules of kernel {}", kernel.release))?
-        .add_to(&mut spec)?;
     Ok(spec)
 }
 

@@ -180,8 +180,8 @@ impl Vm {
     ) -> anyhow::Result<Vec<String>> {
         let started = Instant::now();
         let deadline = started + timeout;
-        let (lock_, wake) = &*self.console;
-        let mut console = lock_.lock().unwrap_or_else(|p| p.into_inner());
+        let wake = &self.console.1;
+        let mut console = lock(&self.console);
         loop {
             let text = &console.text;
             let found: Option<Vec<usize>> = needles
@@ -257,8 +257,8 @@ impl Vm {
     /// with -no-reboot) and returns its status.
     pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         let deadline = Instant::now() + timeout;
-        let (lock_, wake) = &*self.console;
-        let mut console = lock_.lock().unwrap_or_else(|p| p.into_inner());
+        let wake = &self.console.1;
+        let mut console = lock(&self.console);
         // QEMU closes its stdout as it exits; the pump marks that.
         while !console.closed {
             let now = Instant::now();

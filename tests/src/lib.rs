@@ -3,13 +3,12 @@
 //! through a switch in the node binaries), booted under QEMU with the
 //! console captured; network namespaces the tests create and remove.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
 use chaos_init::service::Service;
 use mkimage::Spec;
-use xtask::image::SERVICES_DIR;
+use xtask::image::{KernelChoice, Written};
 use xtask::kernel::Kernel;
 use xtask::node::Binaries;
 use xtask::vm::{Config, Vm};
@@ -26,9 +25,22 @@ const APPLETS: &[&str] = &[
     "sh", "cat", "echo", "hostname", "ip", "sleep", "true", "false",
 ];
 
+/// Names the kernel the QEMU suite boots: `distribution` (default) or
+/// `custom`. `cargo xtask test` runs the suite once with each.
+pub const KERNEL_VAR: &str = "CHAOS_TEST_KERNEL";
+
 pub struct Fixture {
     pub kernel: Kernel,
     pub binaries: Binaries,
+}
+
+/// The kernel this run of the suite boots (see [`KERNEL_VAR`]).
+pub fn kernel_choice() -> KernelChoice {
+    match std::env::var(KERNEL_VAR).as_deref() {
+        Err(_) | Ok("distribution") => KernelChoice::Distribution,
+        Ok("custom") => KernelChoice::Custom,
+        Ok(other) => panic!("{KERNEL_VAR}={other}: expected distribution or custom"),
+    }
 }
 
 /// The kernel and node binaries, built once per test process.
@@ -36,17 +48,19 @@ pub fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let sh = xtask::shell().expect("a shell");
+        let choice = kernel_choice();
         Fixture {
-            kernel: xtask::kernel::distribution(&sh)
-                .expect("the distribution kernel (`cargo xtask kernel`)"),
+            kernel: choice
+                .get(&sh)
+                .unwrap_or_else(|e| panic!("the {choice:?} kernel: {e:#}")),
             binaries: xtask::node::build().expect("the node binaries"),
         }
     })
 }
 
 /// The base image plus busybox at /bin and `services`; written to
-/// build/tests/<name>.cpio.gz.
-pub fn test_image(name: &str, services: &[Service]) -> PathBuf {
+/// build/tests/<name>-<kernel>.cpio.gz.
+pub fn test_image(name: &str, services: &[Service]) -> Written {
     test_image_with(name, services, |_| {})
 }
 
@@ -55,7 +69,7 @@ pub fn test_image_with(
     name: &str,
     services: &[Service],
     change: impl FnOnce(&mut Spec),
-) -> PathBuf {
+) -> Written {
     let fixture = fixture();
     let mut spec: Spec =
         xtask::image::base_spec(&fixture.kernel, &fixture.binaries).expect("the base image spec");
@@ -70,19 +84,14 @@ pub fn test_image_with(
             .expect("applet link");
     }
     for service in services {
-        spec.file(
-            &format!("{SERVICES_DIR}/{}", service.name),
-            0o644,
-            service.render(),
-        )
-        .expect("service file");
+        xtask::image::add_service(&mut spec, service).expect("service file");
     }
     change(&mut spec);
-    let out = xtask::build_dir()
-        .join("tests")
-        .join(format!("{name}.cpio.gz"));
-    xtask::image::write(&spec, &out).expect("writing the test image");
-    out
+    let out = xtask::build_dir().join("tests").join(format!(
+        "{name}-{}.cpio.gz",
+        fixture.kernel.release
+    ));
+    xtask::image::write(&spec, &out).expect("writing the test image")
 }
 
 /// A service running a busybox shell script.
@@ -92,8 +101,11 @@ pub fn script(name: &str, script: &str) -> Service {
     service
 }
 
-pub fn config(image: &std::path::Path, append: &str) -> Config {
-    Config::new(&fixture().kernel.vmlinuz, image, append)
+/// Boots `image` on the suite's kernel with `append`, its manifest pinned
+/// by `chaos.root_digest=` as a lab's boot configuration would pin it.
+pub fn config(image: &Written, append: &str) -> Config {
+    let append = format!("{append} {}", image.root_digest_arg());
+    Config::new(&fixture().kernel.vmlinuz, &image.path, append.trim())
 }
 
 pub fn boot(config: &Config) -> Vm {

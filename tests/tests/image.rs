@@ -24,7 +24,9 @@ fn building_the_image_twice_gives_the_same_bytes() {
         "init",
         "dev/console",
         "etc/hosts -> /run/chaos/hosts",
-        "etc/chaos/modules",
+        "sbin/certaintyd",
+        "etc/chaos/services/certaintyd",
+        "etc/chaos/manifest",
     ] {
         assert!(
             names.iter().any(|n| n.ends_with(wanted)),

@@ -35,7 +35,7 @@ pub fn run(sh: &Shell, boots: usize) -> anyhow::Result<()> {
     let scratch = crate::build_dir().join("bench");
     std::fs::create_dir_all(&scratch)?;
     let base = crate::image::moduleless_spec(&binaries)?;
-    let base_size = crate::image::write(&base, &scratch.join("base.cpio.gz"))?;
+    let base_size = crate::image::write(&base, &scratch.join("base.cpio.gz"))?.size;
     rows.push(Row {
         what: "base initramfs (no modules), gzip",
         measured: format!("{:.2} MB", base_size as f64 / MIB),
@@ -49,7 +49,7 @@ pub fn run(sh: &Shell, boots: usize) -> anyhow::Result<()> {
     for _ in 0..5 {
         let started = Instant::now();
         let spec = crate::image::base_spec(&kernel, &binaries)?;
-        size = crate::image::write(&spec, &image)?;
+        size = crate::image::write(&spec, &image)?.size;
         builds.push(started.elapsed());
     }
     let build = median(&mut builds);

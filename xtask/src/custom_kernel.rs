@@ -22,6 +22,8 @@ use chaos_kernel_config::fragments::{self, Fnv, FRAGMENTS};
 use chaos_kernel_config::{check_survival, declared_symbols, Config, Missing};
 use xshell::{cmd, Shell};
 
+use crate::kernel::Kernel;
+
 /// Debian's kernel source package: the 6.1 LTS the distribution kernel is.
 pub const SOURCE_PACKAGE: &str = "linux-source-6.1";
 const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
@@ -33,19 +35,6 @@ const ARCH: &str = "ARCH=x86_64";
 const RECIPE: &str = "tinyconfig + fragments, olddefconfig, bzImage (1)";
 /// How often the compile step reports that it is still going.
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
-
-/// A custom kernel as the image builder needs it.
-#[derive(Clone, Debug)]
-pub struct CustomKernel {
-    /// `make kernelrelease`, what `uname -r` reports on the node.
-    pub release: String,
-    pub bzimage: PathBuf,
-    /// The final .config, next to the bzImage; `# CONFIG_MODULES is not set`.
-    pub config: PathBuf,
-    /// Always `None`: every driver is built in and the module loader is off,
-    /// so an image for this kernel carries no module tree and no module list.
-    pub modules: Option<PathBuf>,
-}
 
 /// The kernel source to build from.
 struct Source {
@@ -59,7 +48,7 @@ struct Source {
 
 /// Builds the custom kernel, or reuses the cached one for this source and
 /// these fragments.
-pub fn build(sh: &Shell, source: Option<&Path>) -> anyhow::Result<CustomKernel> {
+pub fn build(sh: &Shell, source: Option<&Path>) -> anyhow::Result<Kernel> {
     let requested = fragments::requested().context("the kernel-config fragments")?;
     let source = match source {
         Some(tree) => given_source(sh, tree)?,
@@ -203,20 +192,22 @@ fn cache_key(source: &Source) -> String {
 
 /// The cached kernel in `dir`, if it is complete and still satisfies the
 /// request; anything else is rebuilt rather than trusted.
-fn cached(dir: &Path, requested: &Config) -> Option<CustomKernel> {
+fn cached(dir: &Path, requested: &Config) -> Option<Kernel> {
     let release = std::fs::read_to_string(dir.join("release")).ok()?;
     let kernel = kernel_in(dir, release.trim().to_string());
-    let bzimage_ok = std::fs::metadata(&kernel.bzimage).is_ok_and(|m| m.len() > 0);
-    let config = std::fs::read_to_string(&kernel.config).ok()?;
+    let bzimage_ok = std::fs::metadata(&kernel.vmlinuz).is_ok_and(|m| m.len() > 0);
+    let config = std::fs::read_to_string(dir.join("config")).ok()?;
     let config = Config::parse(&config).ok()?;
     (bzimage_ok && check_survival(requested, &config).is_ok()).then_some(kernel)
 }
 
-fn kernel_in(dir: &Path, release: String) -> CustomKernel {
-    CustomKernel {
+/// The kernel in a cache directory: its bzImage, and its final .config
+/// beside it (`# CONFIG_MODULES is not set`). Every driver is built in, so
+/// an image for it carries no module tree and no module list.
+fn kernel_in(dir: &Path, release: String) -> Kernel {
+    Kernel {
         release,
-        bzimage: dir.join("bzImage"),
-        config: dir.join("config"),
+        vmlinuz: dir.join("bzImage"),
         modules: None,
     }
 }
@@ -366,15 +357,15 @@ fn build_identity(sh: &Shell) -> anyhow::Result<[(&'static str, String); 3]> {
     ])
 }
 
-fn report(kernel: &CustomKernel, took: Option<Duration>) -> anyhow::Result<()> {
-    let size = std::fs::metadata(&kernel.bzimage)?.len();
+fn report(kernel: &Kernel, took: Option<Duration>) -> anyhow::Result<()> {
+    let size = std::fs::metadata(&kernel.vmlinuz)?.len();
     let took = took
         .map(|t| format!(", built in {}m{:02}s", t.as_secs() / 60, t.as_secs() % 60))
         .unwrap_or_default();
     println!(
         "kernel: {} at {}: {} KiB ({:.2} MB){took}; no modules",
         kernel.release,
-        kernel.bzimage.display(),
+        kernel.vmlinuz.display(),
         size / 1024,
         size as f64 / 1_000_000.0
     );

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use chaos_init::service::Service;
+use mkimage::manifest::{self, Digest, MANIFEST_PATH};
 use mkimage::Spec;
 
 use crate::kernel::Kernel;
@@ -22,11 +24,32 @@ pub const SERVICES_DIR: &str = "/etc/chaos/services";
 /// The image with its boot modules: what `cargo xtask image` ships.
 pub fn base_spec(kernel: &Kernel, binaries: &Binaries) -> anyhow::Result<Spec> {
     let mut spec = moduleless_spec(binaries)?;
-    mkimage::ModuleTree::open(&kernel.modules)
+    add_modules(&mut spec, kernel)?;
+    Ok(spec)
+}
+
+/// The kernel's boot modules and their dependencies; nothing for a kernel
+/// with every driver built in.
+fn add_modules(spec: &mut Spec, kernel: &Kernel) -> anyhow::Result<()> {
+    let Some(modules) = &kernel.modules else {
+        return Ok(());
+    };
+    mkimage::ModuleTree::open(modules)
         .and_then(|tree| tree.closure(BOOT_MODULES))
         .with_context(|| format!("the boot modules of kernel {}", kernel.release))?
-        .add_to(&mut spec)?;
-    Ok(spec)
+        .add_to(spec)?;
+    Ok(())
+}
+
+/// The service file of a program the image ships, restarted whenever it
+/// ends (PID 1's backoff applies).
+pub fn add_service(spec: &mut Spec, service: &Service) -> anyhow::Result<()> {
+    spec.file(
+        &format!("{SERVICES_DIR}/{}", service.name),
+        0o644,
+        service.render(),
+    )?;
+    Ok(())
 }
 
 /// Everything but the kernel modules; the bench's "base initramfs".
@@ -46,6 +69,9 @@ pub fn moduleless_spec(binaries: &Binaries) -> anyhow::Result<Spec> {
     // The kernel opens /dev/console for PID 1 before devtmpfs is mounted.
     spec.char_dev("/dev/console", 0o600, 5, 1)?;
     spec.file_from("/init", 0o755, &binaries.init)?;
+    spec.dir("/sbin", 0o755)?;
+    spec.file_from("/sbin/certaintyd", 0o755, &binaries.certaintyd)?;
+    add_service(&mut spec, &Service::new("certaintyd", "/sbin/certaintyd"))?;
     // Written at boot by fix_hosts; kept in /run so the root stays as built.
     for name in ["hostname", "hosts", "resolv.conf"] {
         spec.symlink(&format!("/etc/{name}"), format!("/run/chaos/{name}"))?;
@@ -60,9 +86,33 @@ pub fn mtime() -> anyhow::Result<u64> {
     ))?)
 }
 
-/// Writes `spec` to `out` through a temporary file, so a failed build never
-/// leaves a half-written image where a good one was; returns the size.
-pub fn write(spec: &Spec, out: &Path) -> anyhow::Result<u64> {
+/// What [`write`] made.
+#[derive(Clone, Debug)]
+pub struct Written {
+    pub path: PathBuf,
+    pub size: u64,
+    /// The manifest's digest, for `chaos.root_digest=`.
+    pub digest: Digest,
+    pub entries: usize,
+}
+
+impl Written {
+    /// The kernel argument that pins this image's manifest.
+    pub fn root_digest_arg(&self) -> String {
+        format!("chaos.root_digest={}", self.digest)
+    }
+}
+
+/// Writes `spec` with its manifest (made last, so it covers everything a
+/// caller added) to `out` through a temporary file, so a failed build never
+/// leaves a half-written image where a good one was.
+pub fn write(spec: &Spec, out: &Path) -> anyhow::Result<Written> {
+    let mut spec = spec.clone();
+    // A derived spec may carry its base's manifest: replace it.
+    spec.remove(MANIFEST_PATH)?;
+    let digest = manifest::embed(&mut spec)
+        .context("writing the image manifest")?
+        .digest();
     let partial = crate::partial(out);
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
@@ -74,29 +124,57 @@ pub fn write(spec: &Spec, out: &Path) -> anyhow::Result<u64> {
         .with_context(|| format!("writing {}", out.display()))?;
     file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(&partial, out)?;
-    Ok(std::fs::metadata(out)?.len())
+    Ok(Written {
+        path: out.to_path_buf(),
+        size: std::fs::metadata(out)?.len(),
+        digest,
+        entries: spec.iter().count(),
+    })
 }
 
 pub fn default_path() -> PathBuf {
     crate::build_dir().join("chaos.cpio.gz")
 }
 
-/// `cargo xtask image`.
-pub fn build(out: &Path) -> anyhow::Result<(Kernel, PathBuf)> {
+/// Which kernel an image is built for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelChoice {
+    /// Debian's packaged kernel with its modules (the default).
+    #[default]
+    Distribution,
+    /// The compact module-free kernel of `cargo xtask kernel --custom`.
+    Custom,
+}
+
+impl KernelChoice {
+    pub fn get(self, sh: &xshell::Shell) -> anyhow::Result<Kernel> {
+        match self {
+            KernelChoice::Distribution => crate::kernel::distribution(sh),
+            KernelChoice::Custom => crate::custom_kernel::build(sh, None),
+        }
+    }
+}
+
+/// `cargo xtask image`: the shipped image for `choice`'s kernel.
+pub fn build(out: &Path, choice: KernelChoice) -> anyhow::Result<(Kernel, Written)> {
     let sh = crate::shell()?;
     println!("image: building the node binaries (static musl)");
     let binaries = crate::node::build()?;
-    let kernel = crate::kernel::distribution(&sh)?;
+    let kernel = choice.get(&sh)?;
     let started = Instant::now();
-    let spec = base_spec(&kernel, &binaries)?;
-    let size = write(&spec, out)?;
+    let written = write(&base_spec(&kernel, &binaries)?, out)?;
     println!(
         "image: {} ({} entries, {} KiB, kernel {}) in {} ms",
         out.display(),
-        spec.iter().count(),
-        size / 1024,
+        written.entries,
+        written.size / 1024,
         kernel.release,
         started.elapsed().as_millis()
     );
-    Ok((kernel, out.to_path_buf()))
+    println!(
+        "image: manifest {}; pin it with {}",
+        written.digest,
+        written.root_digest_arg()
+    );
+    Ok((kernel, written))
 }

@@ -14,8 +14,9 @@ const METAPACKAGE: &str = "linux-image-amd64";
 pub struct Kernel {
     pub release: String,
     pub vmlinuz: PathBuf,
-    /// lib/modules/<release> of the unpacked package.
-    pub modules: PathBuf,
+    /// lib/modules/<release> of the unpacked package; `None` for a kernel
+    /// with everything built in (`cargo xtask kernel --custom`).
+    pub modules: Option<PathBuf>,
 }
 
 /// The unpacked distribution kernel, downloading it on first use.
@@ -99,7 +100,7 @@ fn find(dir: &Path) -> anyhow::Result<Kernel> {
     Ok(Kernel {
         release,
         vmlinuz,
-        modules,
+        modules: Some(modules),
     })
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use argh::FromArgs;
 use xshell::cmd;
+use xtask::image::KernelChoice;
 use xtask::{bench, custom_kernel, deps, image, kernel, vm};
 
 /// Build, boot, test and measure chaos.
@@ -55,6 +56,9 @@ struct Image {
     /// where to write the image (default build/chaos.cpio.gz)
     #[argh(option)]
     out: Option<PathBuf>,
+    /// for the compact custom kernel (no modules) instead of Debian's
+    #[argh(switch)]
+    custom: bool,
 }
 
 /// Boot one node under QEMU with its serial console on this terminal
@@ -62,9 +66,13 @@ struct Image {
 #[derive(FromArgs)]
 #[argh(subcommand, name = "qemu")]
 struct Qemu {
-    /// kernel command line (default: a static ip= on QEMU's user network)
+    /// kernel command line (default: a static ip= on QEMU's user network);
+    /// the image's chaos.root_digest= is always added
     #[argh(option)]
     append: Option<String>,
+    /// boot the compact custom kernel (built on first use) instead of Debian's
+    #[argh(switch)]
+    custom: bool,
 }
 
 /// Run every check CI runs: install dependencies, rustfmt, clippy, then all
@@ -87,6 +95,14 @@ struct Bench {
 /// needs no DHCP: guest 10.0.2.15, gateway 10.0.2.2, DNS 10.0.2.3.
 const QEMU_USER_IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0:chaos::off:10.0.2.3";
 
+fn choice(custom: bool) -> KernelChoice {
+    if custom {
+        KernelChoice::Custom
+    } else {
+        KernelChoice::Distribution
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Args = argh::from_env();
     let sh = xtask::shell()?;
@@ -108,18 +124,18 @@ fn main() -> anyhow::Result<()> {
             println!("kernel: {} at {}", kernel.release, kernel.vmlinuz.display());
             Ok(())
         }
-        Command::Image(Image { out }) => {
-            image::build(&out.unwrap_or_else(image::default_path)).map(drop)
+        Command::Image(Image { out, custom }) => {
+            image::build(&out.unwrap_or_else(image::default_path), choice(custom)).map(drop)
         }
-        Command::Qemu(Qemu { append }) => {
+        Command::Qemu(Qemu { append, custom }) => {
             deps::install(&sh)?;
-            let (kernel, initrd) = image::build(&image::default_path())?;
-            let config = vm::Config::new(
-                &kernel.vmlinuz,
-                &initrd,
+            let (kernel, image) = image::build(&image::default_path(), choice(custom))?;
+            let append = format!(
+                "{} {}",
                 append.as_deref().unwrap_or(QEMU_USER_IP),
-            )
-            .user_net();
+                image.root_digest_arg()
+            );
+            let config = vm::Config::new(&kernel.vmlinuz, &image.path, &append).user_net();
             let mut argv = config.command(&xtask::build_dir().join("qemu-qmp.sock"));
             // Interactive: the console multiplexed with QEMU's monitor.
             if let Some(serial) = argv.iter().position(|a| a == "stdio") {
@@ -141,7 +157,7 @@ fn main() -> anyhow::Result<()> {
             )
             .run()?;
             println!("test: unit and integration tests");
-            xtask::testing::run_all()
+            xtask::testing::run_all(&sh)
         }
         Command::Bench(Bench { boots }) => bench::run(&sh, boots),
     }

@@ -12,6 +12,7 @@ pub const NODE_TARGET: &str = "x86_64-unknown-linux-musl";
 #[derive(Clone, Debug)]
 pub struct Binaries {
     pub init: PathBuf,
+    pub certaintyd: PathBuf,
 }
 
 pub fn build() -> anyhow::Result<Binaries> {
@@ -24,5 +25,6 @@ pub fn build() -> anyhow::Result<Binaries> {
     let dir = target_dir.join(NODE_TARGET).join("release");
     Ok(Binaries {
         init: dir.join("init"),
+        certaintyd: dir.join("certaintyd"),
     })
 }

@@ -39,24 +39,25 @@ impl Totals {
     }
 }
 
-/// `cargo test` over every target except doc tests (there are none), with
-/// the output passed through as it comes.
-pub fn run_all() -> anyhow::Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let mut child = Command::new(cargo)
-        .args(["test", "--workspace", "--all-targets", "--locked"])
-        .current_dir(crate::root())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting cargo test")?;
+/// The QEMU test files that hold for any kernel; `run_all` runs them a
+/// second time on the compact custom kernel. The others are about the
+/// distribution kernel's modules.
+pub const ANY_KERNEL_TESTS: &[&str] = &["boot", "certainty", "image"];
+
+/// Every test on the distribution kernel, then [`ANY_KERNEL_TESTS`] on the
+/// custom one (built first, or taken from its cache), with one summary.
+pub fn run_all(sh: &xshell::Shell) -> anyhow::Result<()> {
     let mut totals = Totals::default();
-    let stdout = child.stdout.take().context("cargo test's stdout")?;
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
-        println!("{line}");
-        totals.add_line(&line);
+    println!("test: every test, QEMU boots on the distribution kernel");
+    let mut failed = cargo_test(&["--workspace", "--all-targets"], None, &mut totals)?;
+    println!("test: the compact custom kernel (a first build takes minutes; then cached)");
+    crate::custom_kernel::build(sh, None)?;
+    let mut args = vec!["--package", "chaos-tests"];
+    for test in ANY_KERNEL_TESTS {
+        args.extend(["--test", test]);
     }
-    let status = child.wait()?;
+    println!("test: the QEMU suite again on the custom kernel");
+    failed |= cargo_test(&args, Some("custom"), &mut totals)?;
     let skipped = if totals.ignored > 0 {
         format!(", {} skipped", totals.ignored)
     } else {
@@ -66,13 +67,37 @@ pub fn run_all() -> anyhow::Result<()> {
         "tests: {} passed, {} failed{skipped}",
         totals.passed, totals.failed
     );
-    if !status.success() || totals.failed > 0 {
-        bail!("cargo test failed ({status})");
+    if failed || totals.failed > 0 {
+        bail!("cargo test failed");
     }
     if totals.passed == 0 {
         bail!("cargo test ran no test");
     }
     Ok(())
+}
+
+/// One `cargo test` with its output passed through as it comes and its
+/// results added to `totals`; true if it failed.
+fn cargo_test(args: &[&str], kernel: Option<&str>, totals: &mut Totals) -> anyhow::Result<bool> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut command = Command::new(cargo);
+    command
+        .arg("test")
+        .args(args)
+        .arg("--locked")
+        .current_dir(crate::root())
+        .stdout(Stdio::piped());
+    if let Some(kernel) = kernel {
+        command.env("CHAOS_TEST_KERNEL", kernel);
+    }
+    let mut child = command.spawn().context("starting cargo test")?;
+    let stdout = child.stdout.take().context("cargo test's stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        totals.add_line(&line);
+    }
+    Ok(!child.wait()?.success())
 }
 
 #[cfg(test)]

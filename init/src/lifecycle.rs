@@ -1,44 +1,138 @@
 //! PID 1 after boot: the supervision loop and the orderly end. One loop
 //! waits on the signalfd, the services' output pipes and the power buttons;
 //! the shutdown sequence reuses it to wait for services to stop, so output
-//! and exits keep being handled while the node goes down.
+//! and exits keep being handled while the node goes down. Every turn of the
+//! loop pets the hardware watchdog when a pet is due, so a PID 1 stuck
+//! anywhere gets the node reset.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::sys::reboot::RebootMode;
 use nix::sys::signal::Signal;
 
+use crate::cmdline::WatchdogAction;
+use crate::liveness::{self, Liveness, Verdict, MAX_STRIKES};
 use crate::power::PowerButtons;
 use crate::signals::{self, Power, Signals};
 use crate::supervise::{signal_group, Supervisor};
+use crate::watchdog::Watchdog;
 use crate::{error, info, warn};
 
 /// How long a service gets between SIGTERM and SIGKILL.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long leftover processes get between SIGTERM and SIGKILL.
 const STRAGGLER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often PID 1 reads the watched service's heartbeat.
+const LIVENESS_EVERY: Duration = Duration::from_secs(1);
+
+/// A service PID 1 expects a heartbeat from (certaintyd), and what to do
+/// when it fails for good: the `chaos.watchdog=` policy.
+#[derive(Debug)]
+pub struct Watched {
+    pub service: String,
+    pub status_file: PathBuf,
+    pub liveness: Liveness,
+    pub policy: WatchdogAction,
+    next_check: Instant,
+}
+
+impl Watched {
+    pub fn new(
+        service: &str,
+        status_file: PathBuf,
+        interval: Duration,
+        policy: WatchdogAction,
+    ) -> Self {
+        Watched {
+            service: service.to_string(),
+            status_file,
+            liveness: Liveness::new(interval),
+            policy,
+            next_check: Instant::now(),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Pid1 {
     pub supervisor: Supervisor,
     pub signals: Signals,
     pub buttons: PowerButtons,
+    pub watchdog: Option<Watchdog>,
+    pub watched: Option<Watched>,
 }
 
 impl Pid1 {
     /// Supervises until a power request arrives; returns it with its cause.
     pub fn supervise(&mut self) -> (Power, String) {
         loop {
-            self.supervisor.start_due(Instant::now());
-            let deadline = self.supervisor.next_due();
+            let now = Instant::now();
+            self.supervisor.start_due(now);
+            if let Some(request) = self.check_liveness(now) {
+                return request;
+            }
+            let deadline = [
+                self.supervisor.next_due(),
+                self.watched.as_ref().map(|w| w.next_check),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             if let Some(request) = self.turn(deadline) {
                 return request;
             }
         }
     }
 
+    /// Reads the watched service's heartbeat when a check is due; a silent
+    /// service is killed (and so restarted), a failed one answered with the
+    /// policy.
+    fn check_liveness(&mut self, now: Instant) -> Option<(Power, String)> {
+        let watched = self.watched.as_mut()?;
+        if now < watched.next_check {
+            return None;
+        }
+        watched.next_check = now + LIVENESS_EVERY;
+        let status = std::fs::read_to_string(&watched.status_file).ok();
+        let running = self.supervisor.running(&watched.service);
+        let name = &watched.service;
+        match watched
+            .liveness
+            .check(now, running, status.as_deref().and_then(liveness::beat))
+        {
+            Verdict::Alive => None,
+            Verdict::Silent { silent, strike } => {
+                error!(
+                    "{name} has not reported for {} s; killing it to restart it                      (silence {strike} of {MAX_STRIKES})",
+                    silent.as_secs()
+                );
+                self.supervisor.signal(name, Signal::SIGKILL);
+                None
+            }
+            Verdict::Failed(why) => {
+                error!("the integrity watchdog failed: {why}");
+                match watched.policy {
+                    WatchdogAction::Reboot => Some((Power::Reboot, why)),
+                    WatchdogAction::Poweroff => Some((Power::Off, why)),
+                    WatchdogAction::Log | WatchdogAction::Off => {
+                        error!("chaos.watchdog=log: running on without integrity checks");
+                        None
+                    }
+                }
+            }
+        }
+    }
+
     /// Waits once for anything to happen (or `deadline`) and handles it.
     fn turn(&mut self, deadline: Option<Instant>) -> Option<(Power, String)> {
+        let deadline = match &mut self.watchdog {
+            Some(watchdog) => {
+                watchdog.pet_if_due(Instant::now());
+                Some(deadline.map_or(watchdog.next_pet(), |d| d.min(watchdog.next_pet())))
+            }
+            None => deadline,
+        };
         let mut fds = vec![self.signals.fd()];
         fds.extend(self.buttons.fds());
         fds.extend(self.supervisor.output_fds());

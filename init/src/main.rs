@@ -9,17 +9,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use chaos_init::certainty::STATUS_FILE;
+use chaos_init::cmdline::WatchdogAction;
 use chaos_init::cmdline::{self, Cmdline, IpConfig, Mode};
 use chaos_init::hosts::{self, Identity};
-use chaos_init::lifecycle::{self, Pid1};
+use chaos_init::lifecycle::{self, Pid1, Watched};
+use chaos_init::liveness::Running;
 use chaos_init::net::{Link, Netlink};
 use chaos_init::power::PowerButtons;
 use chaos_init::service;
 use chaos_init::signals::{Power, Signals};
 use chaos_init::supervise::{Supervisor, BACKOFF};
 use chaos_init::sys::{Linux, System};
+use chaos_init::watchdog::{self, Watchdog};
 use chaos_init::{error, info, log, modules, mount, warn};
 
+/// The integrity watchdog's service name, as the image builder writes it.
+const CERTAINTYD: &str = "certaintyd";
 /// Where the services live in the image.
 const SERVICES: &str = "/etc/chaos/services";
 /// How long a static `ip=` without a device waits for a NIC with carrier.
@@ -116,13 +122,16 @@ fn run() -> anyhow::Result<std::convert::Infallible> {
             ),
         }
     }
+    let supervisor = boot
+        .supervisor
+        .take()
+        .unwrap_or_else(|| Supervisor::new(Vec::new(), BACKOFF));
     let mut pid1 = Pid1 {
-        supervisor: boot
-            .supervisor
-            .take()
-            .unwrap_or_else(|| Supervisor::new(Vec::new(), BACKOFF)),
+        watched: watched(&boot.cmdline, &supervisor),
+        supervisor,
         signals,
         buttons: PowerButtons::open(Path::new("/dev/input")),
+        watchdog: arm_watchdog(),
     };
     if pid1.buttons.is_empty() {
         warn!("no power button found; ACPI power-off requests will be ignored");
@@ -130,6 +139,45 @@ fn run() -> anyhow::Result<std::convert::Infallible> {
     info!("ready: {} as pid 1", boot.identity.hostname);
     let (power, cause) = pid1.supervise();
     pid1.shutdown(power, &cause)
+}
+
+/// certaintyd, when the image has it and `chaos.watchdog=` is not off.
+fn watched(cmdline: &Cmdline, supervisor: &Supervisor) -> Option<Watched> {
+    let watchdog = &cmdline.chaos.watchdog;
+    let present = !matches!(supervisor.running(CERTAINTYD), Running::Down);
+    (present && watchdog.action != WatchdogAction::Off).then(|| {
+        Watched::new(
+            CERTAINTYD,
+            STATUS_FILE.into(),
+            watchdog.interval,
+            watchdog.action,
+        )
+    })
+}
+
+/// Arms the board's watchdog, or softdog; a node without either runs on
+/// and says so.
+fn arm_watchdog() -> Option<Watchdog> {
+    let devices = watchdog::devices(Path::new("/sys/class/watchdog"));
+    let Some(device) = watchdog::choose(&devices) else {
+        warn!("no watchdog device (not even softdog): a hung node will not reset itself");
+        return None;
+    };
+    match Watchdog::arm(device, Path::new("/dev")) {
+        Ok(armed) => {
+            info!(
+                "watchdog{} ({}) armed: {} s timeout",
+                device.index,
+                device.identity,
+                armed.timeout.as_secs()
+            );
+            Some(armed)
+        }
+        Err(e) => {
+            error!("watchdog{} ({}): {e}", device.index, device.identity);
+            None
+        }
+    }
 }
 
 fn ms(since: Instant) -> u128 {

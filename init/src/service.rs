@@ -3,20 +3,25 @@
 //! by init, written by image builders and tests through [`Service::render`])
 //! and the start order; it never starts anything.
 //!
-//! The format is one `key = value` per line, `#` comments, blank lines
-//! ignored. Repeatable keys keep their order:
+//! The format is one `key = value` per line; lines starting with `#` and
+//! blank lines are ignored; values are taken whole, without quoting, and
+//! trimmed. Repeatable keys keep their order:
 //!
 //! ```text
 //! # /etc/chaos/services/tyd
-//! exec = /sbin/tyd          # absolute path of the program (required)
-//! arg = join                # one argument per line, no quoting needed
-//! env = RUST_BACKTRACE=1    # one KEY=VALUE per line
-//! restart = always          # always (default) | on-failure | never
-//! after = certaintyd        # start after this service (repeatable)
+//! # the absolute path of the program (required)
+//! exec = /sbin/tyd
+//! # one argument per line
+//! arg = join
+//! # one KEY=VALUE per line
+//! env = RUST_BACKTRACE=1
+//! # always (default) | on-failure | never
+//! restart = always
+//! # start after this service (repeatable)
+//! after = certaintyd
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -35,6 +40,8 @@ pub enum ServiceError {
     Cycle(String),
     #[error("service name {0:?} is not usable (expected letters, digits, '-', '_', '.')")]
     BadName(String),
+    #[error("service {service}: {value:?} cannot be written as a value (one line, no leading or trailing blanks)")]
+    Unwritable { service: String, value: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,25 +156,25 @@ impl Service {
     }
 
     /// The file text that [`Service::parse`] reads back as this service.
-    pub fn render(&self) -> String {
-        self.to_string()
-    }
-}
-
-impl fmt::Display for Service {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        writeln!(f, "exec = {}", self.exec.display())?;
-        for arg in &self.args {
-            writeln!(f, "arg = {arg}")?;
+    /// The service file; refuses what [`Service::parse`] would read back
+    /// differently (a multi-line script, say, which belongs in a file).
+    pub fn render(&self) -> Result<String, ServiceError> {
+        let mut lines = vec![("exec", self.exec.display().to_string())];
+        lines.extend(self.args.iter().map(|a| ("arg", a.clone())));
+        lines.extend(self.env.iter().map(|(k, v)| ("env", format!("{k}={v}"))));
+        lines.push(("restart", self.restart.name().to_string()));
+        lines.extend(self.after.iter().map(|a| ("after", a.clone())));
+        let mut text = String::new();
+        for (key, value) in lines {
+            if value.contains(['\n', '\r']) || value.trim() != value {
+                return Err(ServiceError::Unwritable {
+                    service: self.name.clone(),
+                    value,
+                });
+            }
+            text.push_str(&format!("{key} = {value}\n"));
         }
-        for (k, v) in &self.env {
-            writeln!(f, "env = {k}={v}")?;
-        }
-        writeln!(f, "restart = {}", self.restart.name())?;
-        for after in &self.after {
-            writeln!(f, "after = {after}")?;
-        }
-        Ok(())
+        Ok(text)
     }
 }
 
@@ -270,7 +277,22 @@ mod tests {
         s.args = vec!["-c".into(), "echo hi; exit 3".into()];
         s.env = vec![("K".into(), "v".into())];
         s.restart = Restart::Never;
-        assert_eq!(Service::parse("probe", &s.render()).unwrap(), s);
+        assert_eq!(Service::parse("probe", &s.render().unwrap()).unwrap(), s);
+    }
+
+    #[test]
+    fn what_would_not_read_back_is_refused() {
+        for arg in ["echo a\necho b", " padded", "trailing\t"] {
+            let mut s = svc("probe", &[]);
+            s.args = vec![arg.to_string()];
+            assert_eq!(
+                s.render(),
+                Err(ServiceError::Unwritable {
+                    service: "probe".into(),
+                    value: arg.into()
+                })
+            );
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, SigSet, Signal};
 use nix::unistd::Pid;
 
+use crate::liveness::Running;
 use crate::log::{self, Level};
 use crate::service::{Restart, Service};
 use crate::{info, warn};
@@ -316,6 +317,33 @@ impl Supervisor {
                 s.state = State::Down;
             }
             s.service.restart = Restart::Never;
+        }
+    }
+
+    /// Where `name` stands, for PID 1's liveness check.
+    pub fn running(&self, name: &str) -> Running {
+        match self.services.iter().find(|s| s.service.name == name) {
+            Some(Supervised {
+                state: State::Running { since, .. },
+                ..
+            }) => Running::Since(*since),
+            Some(Supervised {
+                state: State::Due(_),
+                ..
+            }) => Running::Restarting,
+            _ => Running::Down,
+        }
+    }
+
+    /// Signals a running service's process group; its exit is then handled
+    /// like any other (a restart, with backoff).
+    pub fn signal(&self, name: &str, signal: Signal) {
+        for s in &self.services {
+            if let State::Running { pid, .. } = s.state {
+                if s.service.name == name && pid.as_raw() > 0 {
+                    signal_group(pid, signal);
+                }
+            }
         }
     }
 

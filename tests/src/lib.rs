@@ -8,12 +8,13 @@ use std::sync::OnceLock;
 
 use chaos_init::service::Service;
 use mkimage::Spec;
-use xtask::image::{KernelChoice, Written};
+use xtask::image::KernelChoice;
 use xtask::kernel::Kernel;
 use xtask::node::Binaries;
 use xtask::vm::{Config, Vm};
 
 pub use std::time::Duration;
+pub use xtask::image::Written;
 
 /// Generous bounds for TCG boots on a loaded 2-core machine: a boot that
 /// needs longer is broken, not slow.
@@ -22,7 +23,8 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Busybox applets the test services call by name.
 const APPLETS: &[&str] = &[
-    "sh", "cat", "echo", "hostname", "ip", "sleep", "true", "false",
+    "sh", "cat", "echo", "hostname", "ip", "sleep", "true", "false", "sed", "grep", "mkdir",
+    "chmod", "rm", "ln", "pidof", "kill", "dmesg",
 ];
 
 /// Names the kernel the QEMU suite boots: `distribution` (default) or
@@ -87,10 +89,9 @@ pub fn test_image_with(
         xtask::image::add_service(&mut spec, service).expect("service file");
     }
     change(&mut spec);
-    let out = xtask::build_dir().join("tests").join(format!(
-        "{name}-{}.cpio.gz",
-        fixture.kernel.release
-    ));
+    let out = xtask::build_dir()
+        .join("tests")
+        .join(format!("{name}-{}.cpio.gz", fixture.kernel.release));
     xtask::image::write(&spec, &out).expect("writing the test image")
 }
 

@@ -16,7 +16,15 @@ use crate::node::Binaries;
 /// Modules every image loads at boot: the NICs of QEMU and of common lab
 /// PCs' emulations (virtio, e1000), and the ACPI power button with the event
 /// device it reports through.
-pub const BOOT_MODULES: &[&str] = &["virtio_pci", "virtio_net", "e1000", "button", "evdev"];
+pub const BOOT_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_net",
+    "e1000",
+    "button",
+    "evdev",
+    "i6300esb",
+    "softdog",
+];
 
 /// Where PID 1 finds its services.
 pub const SERVICES_DIR: &str = "/etc/chaos/services";
@@ -47,7 +55,7 @@ pub fn add_service(spec: &mut Spec, service: &Service) -> anyhow::Result<()> {
     spec.file(
         &format!("{SERVICES_DIR}/{}", service.name),
         0o644,
-        service.render(),
+        service.render()?,
     )?;
     Ok(())
 }

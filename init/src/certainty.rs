@@ -39,6 +39,9 @@ cpufeatures::new!(sha_ni, "sha", "sse2", "ssse3", "sse4.1");
 /// what actually runs (QEMU's default CPU models lack SHA-NI; `-cpu max`
 /// or a host CPU with it has it).
 pub fn sha256_backend() -> &'static str {
+    if cfg!(feature = "soft-sha") {
+        return "portable code (soft-sha build)";
+    }
     #[cfg(target_arch = "x86_64")]
     if sha_ni::get() {
         return "SHA-NI";

@@ -16,15 +16,28 @@ pub struct Binaries {
 }
 
 pub fn build() -> anyhow::Result<Binaries> {
-    let sh = crate::shell()?;
-    let target_dir = crate::build_dir().join("node-target");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    cmd!(sh, "{cargo} build --quiet --release --locked --target {NODE_TARGET} --target-dir {target_dir} -p init")
-        .run()
-        .context("building the node binaries (is the musl target installed? `cargo xtask deps`)")?;
-    let dir = target_dir.join(NODE_TARGET).join("release");
+    let dir = cargo_build("node-target", &[])?;
     Ok(Binaries {
         init: dir.join("init"),
         certaintyd: dir.join("certaintyd"),
     })
+}
+
+/// certaintyd with SHA-256 in portable code whatever the CPU offers, for
+/// the bench's comparison; never shipped.
+pub fn build_soft_sha() -> anyhow::Result<PathBuf> {
+    let dir = cargo_build("node-target-soft-sha", &["--features", "soft-sha"])?;
+    Ok(dir.join("certaintyd"))
+}
+
+/// Builds the init package for the node into build/<target_dir>; returns
+/// the directory the executables are in.
+fn cargo_build(target_dir: &str, extra: &[&str]) -> anyhow::Result<PathBuf> {
+    let sh = crate::shell()?;
+    let target_dir = crate::build_dir().join(target_dir);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    cmd!(sh, "{cargo} build --quiet --release --locked --target {NODE_TARGET} --target-dir {target_dir} -p init {extra...}")
+        .run()
+        .context("building the node binaries (is the musl target installed? `cargo xtask deps`)")?;
+    Ok(target_dir.join(NODE_TARGET).join("release"))
 }

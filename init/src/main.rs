@@ -168,13 +168,13 @@ fn arm_watchdog() -> Option<Watchdog> {
             info!(
                 "watchdog{} ({}) armed: {} s timeout",
                 device.index,
-                device.identity,
+                device.name,
                 armed.timeout.as_secs()
             );
             Some(armed)
         }
         Err(e) => {
-            error!("watchdog{} ({}): {e}", device.index, device.identity);
+            error!("watchdog{} ({}): {e}", device.index, device.name);
             None
         }
     }

@@ -19,8 +19,6 @@ use std::time::{Duration, Instant};
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 /// Petting at a third of the timeout leaves two missed turns of margin.
 pub const PET_EVERY: Duration = Duration::from_secs(20 / 3);
-/// What softdog calls itself in sysfs.
-const SOFTDOG: &str = "Software Watchdog";
 
 nix::ioctl_readwrite!(set_timeout, b'W', 6, libc::c_int);
 
@@ -28,19 +26,26 @@ nix::ioctl_readwrite!(set_timeout, b'W', 6, libc::c_int);
 pub struct Device {
     /// N in /dev/watchdogN.
     pub index: u32,
-    /// The driver's name for it, from sysfs.
-    pub identity: String,
+    /// Known to be a timer on the board rather than softdog.
+    pub board: bool,
+    /// For the log: the sysfs identity, else the parent's driver.
+    pub name: String,
 }
+
+/// What softdog calls itself in sysfs.
+const SOFTDOG: &str = "Software Watchdog";
 
 /// The device to arm among those the kernel registered: the first board
-/// timer, or softdog when there is nothing else.
+/// timer, or softdog when there is nothing else; the first of all when
+/// none says what it is.
 pub fn choose(devices: &[Device]) -> Option<&Device> {
-    let mut sorted: Vec<&Device> = devices.iter().collect();
-    sorted.sort_by_key(|d| (d.identity == SOFTDOG, d.index));
-    sorted.first().copied()
+    devices.iter().min_by_key(|d| (!d.board, d.index))
 }
 
-/// The watchdogs in a sysfs class directory (/sys/class/watchdog).
+/// The watchdogs in a sysfs class directory (/sys/class/watchdog), told
+/// apart by their `identity` (WATCHDOG_SYSFS) or, where a driver gave one,
+/// their parent device; asking the device itself would mean opening it,
+/// which starts it.
 pub fn devices(class: &Path) -> Vec<Device> {
     let Ok(entries) = std::fs::read_dir(class) else {
         return Vec::new();
@@ -50,10 +55,19 @@ pub fn devices(class: &Path) -> Vec<Device> {
         .filter_map(|entry| {
             let name = entry.file_name();
             let index = name.to_str()?.strip_prefix("watchdog")?.parse().ok()?;
-            let identity = std::fs::read_to_string(entry.path().join("identity")).ok()?;
+            let dir = entry.path();
+            let driver = std::fs::read_link(dir.join("device/driver"))
+                .ok()
+                .and_then(|link| Some(link.file_name()?.to_string_lossy().into_owned()));
+            let identity = std::fs::read_to_string(dir.join("identity"))
+                .ok()
+                .map(|text| text.trim().to_string());
+            let board = dir.join("device").exists()
+                || identity.as_deref().is_some_and(|name| name != SOFTDOG);
             Some(Device {
                 index,
-                identity: identity.trim().to_string(),
+                board,
+                name: identity.or(driver).unwrap_or_else(|| "unnamed".to_string()),
             })
         })
         .collect()
@@ -132,19 +146,20 @@ impl Watchdog {
 mod tests {
     use super::*;
 
-    fn device(index: u32, identity: &str) -> Device {
+    fn device(index: u32, board: bool, name: &str) -> Device {
         Device {
             index,
-            identity: identity.to_string(),
+            board,
+            name: name.to_string(),
         }
     }
 
     #[test]
     fn a_board_timer_wins_over_softdog_and_the_lowest_index_over_others() {
         let all = [
-            device(0, SOFTDOG),
-            device(2, "iTCO_wdt"),
-            device(1, "i6300ESB timer"),
+            device(0, false, SOFTDOG),
+            device(2, true, "iTCO_wdt"),
+            device(1, true, "i6300ESB timer"),
         ];
         assert_eq!(choose(&all), Some(&all[2]));
         assert_eq!(choose(&all[..1]), Some(&all[0]));
@@ -152,17 +167,31 @@ mod tests {
     }
 
     #[test]
-    fn devices_are_read_from_sysfs() {
+    fn devices_are_read_from_sysfs_with_or_without_identity() {
         let dir = std::env::temp_dir().join(format!("chaos-wdt-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        for (name, identity) in [("watchdog0", "i6300ESB timer\n"), ("watchdog1", SOFTDOG)] {
-            std::fs::create_dir_all(dir.join(name)).unwrap();
-            std::fs::write(dir.join(name).join("identity"), identity).unwrap();
+        // A board timer known by its parent device only, softdog by its
+        // identity, one that says nothing (no WATCHDOG_SYSFS, no parent).
+        let driver = dir.join("bus/pci/drivers/i6300ESB timer");
+        std::fs::create_dir_all(&driver).unwrap();
+        std::fs::create_dir_all(dir.join("pci0")).unwrap();
+        std::os::unix::fs::symlink(&driver, dir.join("pci0/driver")).unwrap();
+        let class = dir.join("class");
+        for name in ["watchdog0", "watchdog1", "watchdog2", "not-a-watchdog"] {
+            std::fs::create_dir_all(class.join(name)).unwrap();
         }
-        std::fs::create_dir_all(dir.join("not-a-watchdog")).unwrap();
-        let mut found = devices(&dir);
+        std::os::unix::fs::symlink(dir.join("pci0"), class.join("watchdog0/device")).unwrap();
+        std::fs::write(class.join("watchdog1/identity"), format!("{SOFTDOG}\n")).unwrap();
+        let mut found = devices(&class);
         found.sort_by_key(|d| d.index);
-        assert_eq!(found, [device(0, "i6300ESB timer"), device(1, SOFTDOG)]);
+        assert_eq!(
+            found,
+            [
+                device(0, true, "i6300ESB timer"),
+                device(1, false, SOFTDOG),
+                device(2, false, "unnamed"),
+            ]
+        );
         assert_eq!(devices(&dir.join("missing")), []);
         std::fs::remove_dir_all(&dir).unwrap();
     }

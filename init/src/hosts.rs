@@ -18,6 +18,9 @@ pub struct Identity {
     pub hostname: String,
     /// The NIS domain from `ip=`'s hostname field (the text after its first dot).
     pub nis_domain: Option<String>,
+    /// The DNS domain (DHCP option 15): the search domain and the name's
+    /// fully qualified form.
+    pub domain: Option<String>,
     pub address: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
 }
@@ -37,7 +40,7 @@ pub fn hosts_file(id: &Identity) -> String {
     // Without an address of its own the name still has to resolve, for
     // programs that look up their own host name; 127.0.1.1 is Debian's habit.
     let address = id.address.unwrap_or(Ipv4Addr::new(127, 0, 1, 1));
-    let _ = match &id.nis_domain {
+    let _ = match id.domain.as_ref().or(id.nis_domain.as_ref()) {
         Some(domain) => writeln!(hosts, "{address}\t{}.{domain} {}", id.hostname, id.hostname),
         None => writeln!(hosts, "{address}\t{}", id.hostname),
     };
@@ -45,7 +48,12 @@ pub fn hosts_file(id: &Identity) -> String {
 }
 
 pub fn resolv_conf(id: &Identity) -> String {
-    id.dns.iter().fold(String::new(), |mut text, server| {
+    let search = id
+        .domain
+        .as_ref()
+        .map(|domain| format!("search {domain}\n"))
+        .unwrap_or_default();
+    id.dns.iter().fold(search, |mut text, server| {
         let _ = writeln!(text, "nameserver {server}");
         text
     })
@@ -80,6 +88,7 @@ mod tests {
         Identity {
             hostname: "drone7".into(),
             nis_domain: Some("lab".into()),
+            domain: None,
             address: Some(Ipv4Addr::new(192, 168, 77, 10)),
             dns: vec![Ipv4Addr::new(192, 168, 77, 1), Ipv4Addr::new(9, 9, 9, 9)],
         }
@@ -120,6 +129,22 @@ mod tests {
         };
         assert!(hosts_file(&id).ends_with("127.0.1.1\tnode-5254001234ab\n"));
         assert_eq!(resolv_conf(&id), "");
+    }
+
+    #[test]
+    fn a_dns_domain_is_searched_and_qualifies_the_name() {
+        let id = Identity {
+            hostname: "drone3".into(),
+            domain: Some("lab.example".into()),
+            address: Some(Ipv4Addr::new(10, 0, 2, 15)),
+            dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
+            ..Identity::default()
+        };
+        assert!(hosts_file(&id).ends_with("10.0.2.15\tdrone3.lab.example drone3\n"));
+        assert_eq!(
+            resolv_conf(&id),
+            "search lab.example\nnameserver 10.0.2.3\n"
+        );
     }
 
     #[test]

@@ -4,6 +4,8 @@
 
 pub mod certainty;
 pub mod cmdline;
+pub mod coldplug;
+pub mod dhcp;
 pub mod hosts;
 pub mod lifecycle;
 pub mod liveness;

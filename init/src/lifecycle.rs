@@ -208,6 +208,8 @@ impl Pid1 {
             );
         }
         self.kill_stragglers();
+        // Last, after tyd has said goodbye over the network.
+        crate::dhcp::release();
         finish(power)
     }
 

@@ -3,6 +3,7 @@
 //! request. It never exits: every failure ends in the emergency path, which
 //! offers a shell in expert mode and otherwise counts down and reboots.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use chaos_init::certainty::STATUS_FILE;
 use chaos_init::cmdline::WatchdogAction;
-use chaos_init::cmdline::{self, Cmdline, IpConfig, Mode};
+use chaos_init::cmdline::{self, Autoconf, Cmdline, IpConfig, Mode};
+use chaos_init::dhcp::autoconf;
 use chaos_init::hosts::{self, Identity};
 use chaos_init::lifecycle::{self, Pid1, Watched};
 use chaos_init::liveness::Running;
@@ -22,7 +24,7 @@ use chaos_init::signals::{Power, Signals};
 use chaos_init::supervise::{Supervisor, BACKOFF};
 use chaos_init::sys::{Linux, System};
 use chaos_init::watchdog::{self, Watchdog};
-use chaos_init::{error, info, log, modules, mount, warn};
+use chaos_init::{coldplug, debug, error, info, log, modules, mount, warn};
 
 /// The integrity watchdog's service name, as the image builder writes it.
 const CERTAINTYD: &str = "certaintyd";
@@ -30,6 +32,12 @@ const CERTAINTYD: &str = "certaintyd";
 const SERVICES: &str = "/etc/chaos/services";
 /// How long a static `ip=` without a device waits for a NIC with carrier.
 const CARRIER_WAIT: Duration = Duration::from_secs(5);
+/// How long the boot waits for a first DHCP lease before going on (the
+/// NICs keep asking, and a later lease is applied when it comes).
+const DHCP_WAIT: Duration = Duration::from_secs(30);
+/// Coldplug's passes over /sys: the deepest chain seen is PCI -> virtio ->
+/// NIC, and ACPI -> input -> evdev.
+const COLDPLUG_ROUNDS: usize = 4;
 /// Seconds shown before an emergency reboot, so the reason can be read.
 const EMERGENCY_COUNTDOWN: u64 = 10;
 
@@ -137,6 +145,9 @@ fn run() -> anyhow::Result<std::convert::Infallible> {
         warn!("no power button found; ACPI power-off requests will be ignored");
     }
     info!("ready: {} as pid 1", boot.identity.hostname);
+    if boot.cmdline.chaos.mode == Mode::Expert {
+        expert_shell();
+    }
     let (power, cause) = pid1.supervise();
     pid1.shutdown(power, &cause)
 }
@@ -208,39 +219,140 @@ fn modules_phase(boot: &mut Boot) -> anyhow::Result<()> {
         .release()
         .to_string_lossy()
         .into_owned();
-    let mut names: Vec<String> = match std::fs::read_to_string(mkimage::modules::MODULE_LIST) {
-        Ok(text) => text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect(),
+    let safe = boot.cmdline.chaos.mode == Mode::Safe;
+    let extra = &boot.cmdline.chaos.modules;
+    let Some(dir) = modules::image_dir(Path::new("/"), &release)? else {
+        info!("coldplug: this image has no kernel modules (kernel {release} has its drivers built in); nothing to load");
+        if !extra.is_empty() {
+            warn!(
+                "chaos.modules={} ignored: this image has no modules",
+                extra.join(",")
+            );
+        }
+        report_unmatched_nics();
+        return Ok(());
+    };
+    let opened = Instant::now();
+    let tree = std::sync::Arc::new(mkimage::ModuleTree::open(&dir)?);
+    debug!(
+        "coldplug: read the image's module tables in {} ms",
+        ms(opened)
+    );
+    if safe {
+        info!("safe mode: no autoprobe; loading only chaos.modules=");
+    }
+    // Drivers bring devices that want drivers of their own (virtio_pci the
+    // virtio NIC, button its input device), so /sys is read again after
+    // each round until nothing new matches.
+    let mut names = extra.clone();
+    let mut tried: BTreeSet<String> = names
+        .iter()
+        .map(|n| mkimage::modules::normalise(n))
+        .collect();
+    for _ in 0..COLDPLUG_ROUNDS {
+        let started = Instant::now();
+        if !safe {
+            let devices = coldplug::devices(Path::new("/sys"));
+            let read = ms(started);
+            let matched = coldplug::matches(tree.aliases(), &devices);
+            debug!(
+                "coldplug: {} devices read in {read} ms, matched in {} ms",
+                devices.len(),
+                ms(started) - read
+            );
+            for (module, found) in matched {
+                if tried.insert(module.clone()) {
+                    let names_of: Vec<String> = found
+                        .iter()
+                        .filter_map(|d| Some(d.path.file_name()?.to_string_lossy().into_owned()))
+                        .collect();
+                    info!("coldplug: {module} for {}", names_of.join(", "));
+                    names.push(module);
+                }
+            }
+        }
+        if names.is_empty() {
+            break;
+        }
+        log_loaded("modules", &modules::load_all(&tree, &dir, &names), started);
+        names.clear();
+    }
+    if safe {
+        return Ok(());
+    }
+    report_unmatched_nics();
+    let listed = match std::fs::read_to_string(mkimage::modules::MODULE_LIST) {
+        Ok(text) => text.split_whitespace().map(String::from).collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => bail!("reading {}: {e}", mkimage::modules::MODULE_LIST),
     };
-    names.extend(boot.cmdline.chaos.modules.iter().cloned());
-    if names.is_empty() {
-        info!("no modules to load");
-        return Ok(());
-    }
-    let dir = modules::image_dir(Path::new("/"), &release)?;
-    let closure = mkimage::ModuleTree::open(&dir)?.closure(&names)?;
-    let mut loaded = Vec::new();
-    for module in closure.modules() {
+    // The image's own list (WireGuard, nftables, softdog) is for the
+    // services, not for the network: it loads while the NICs come up, and
+    // the network phase waits for it at its end.
+    let handle = std::thread::spawn(move || {
         let started = Instant::now();
-        let name = &module.name;
-        match modules::load(name, &dir.join(&module.path)) {
-            Ok(true) => loaded.push(format!("{name} ({} ms)", ms(started))),
-            Ok(false) => {}
-            // One broken driver must not keep the others from loading.
-            Err(e) => error!("{e}"),
-        }
-    }
-    info!("loaded {} modules: {}", loaded.len(), loaded.join(", "));
+        let outcome = modules::load_all(&tree, &dir, &listed);
+        log_loaded("the image's modules", &outcome, started);
+    });
+    *lock_listed() = Some(handle);
     Ok(())
 }
 
+/// The thread loading the image's module list, until the network phase
+/// has waited for it.
+fn lock_listed() -> std::sync::MutexGuard<'static, Option<std::thread::JoinHandle<()>>> {
+    static LISTED: std::sync::Mutex<Option<std::thread::JoinHandle<()>>> =
+        std::sync::Mutex::new(None);
+    LISTED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Waits for the image's module list to be loaded, so services find
+/// WireGuard and nftables in the kernel.
+fn wait_for_listed_modules() {
+    let handle = lock_listed().take();
+    if let Some(handle) = handle {
+        if handle.join().is_err() {
+            error!("loading the image's modules panicked");
+        }
+    }
+}
+
+fn log_loaded(what: &str, outcome: &modules::Outcome, started: Instant) {
+    for problem in &outcome.errors {
+        error!("{problem}");
+    }
+    info!(
+        "{what}: loaded {} modules in {} ms",
+        outcome.loaded.len(),
+        ms(started)
+    );
+    // A few per line: the kernel cuts a log record at about 1000 bytes.
+    for chunk in outcome.loaded.chunks(8) {
+        let names: Vec<String> = chunk
+            .iter()
+            .map(|m| format!("{} ({} ms)", m.name, m.took.as_millis()))
+            .collect();
+        info!("  {}", names.join(", "));
+    }
+}
+
+/// Names every network controller left without a driver, so a person at
+/// the console knows which module the image lacks.
+fn report_unmatched_nics() {
+    for nic in coldplug::pci_nics(Path::new("/sys")) {
+        if nic.driver.is_none() {
+            warn!("coldplug: no driver in this image for network controller {nic}");
+        }
+    }
+}
+
 fn network_phase(boot: &mut Boot) -> anyhow::Result<()> {
+    let configured = configure_network(boot);
+    wait_for_listed_modules();
+    configured
+}
+
+fn configure_network(boot: &mut Boot) -> anyhow::Result<()> {
     let mut netlink = Netlink::open()?;
     let links = netlink.links()?;
     for lo in links.iter().filter(|l| l.loopback) {
@@ -255,17 +367,98 @@ fn network_phase(boot: &mut Boot) -> anyhow::Result<()> {
         info!("safe mode: no network autoconfiguration");
         return Ok(());
     }
-    let configs = boot.cmdline.ip.clone();
-    if configs.iter().all(|c| !c.is_static()) {
-        warn!(
-            "no static ip= given and this init has no DHCP client yet: network left unconfigured"
-        );
+    // No ip= at all means what the kernel's ip=on means: DHCP on any NIC.
+    let configs = match boot.cmdline.ip.clone() {
+        configs if configs.is_empty() => vec![IpConfig::default()],
+        configs => configs,
+    };
+    let mut dhcp = Vec::new();
+    for config in configs {
+        match config.autoconf {
+            Autoconf::Off if config.is_static() => {
+                let link = pick_link(&mut netlink, &links, &config)?;
+                apply_static(&mut netlink, &link, &config, &mut boot.identity)?;
+            }
+            Autoconf::Off => info!(
+                "ip=: autoconfiguration off{}: left unconfigured",
+                config
+                    .device
+                    .as_ref()
+                    .map_or(String::new(), |d| format!(" for {d}"))
+            ),
+            Autoconf::Rarp => {
+                warn!("ip=: RARP is not supported; using DHCP instead");
+                dhcp.push(config);
+            }
+            Autoconf::Any | Autoconf::Dhcp | Autoconf::Bootp | Autoconf::Both => dhcp.push(config),
+        }
     }
-    for config in configs.iter().filter(|c| c.is_static()) {
-        let link = pick_link(&mut netlink, &links, config)?;
-        apply_static(&mut netlink, &link, config, &mut boot.identity)?;
+    if !dhcp.is_empty() {
+        autoconfigure(boot, &nics, &dhcp);
     }
     Ok(())
+}
+
+/// DHCP on the NICs the `ip=` entries name, or on every NIC when one names
+/// none; waits a bounded time for the first lease.
+fn autoconfigure(boot: &mut Boot, nics: &[&Link], configs: &[IpConfig]) {
+    let names = || {
+        nics.iter()
+            .map(|l| l.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let candidates: Vec<Link> = if configs.iter().any(|c| c.device.is_none()) {
+        nics.iter().map(|l| (*l).clone()).collect()
+    } else {
+        configs
+            .iter()
+            .filter_map(|c| {
+                let device = c.device.as_deref()?;
+                let found = nics.iter().find(|l| l.name == device);
+                if found.is_none() {
+                    warn!(
+                        "ip=: device {device} not found (this node has: {})",
+                        names()
+                    );
+                }
+                found.map(|l| (*l).clone())
+            })
+            .collect()
+    };
+    if candidates.is_empty() {
+        warn!("dhcp: no network interface to ask on (was its driver loaded?)");
+        return;
+    }
+    let settings = autoconf::Settings {
+        hostname: configs.iter().find_map(|c| c.hostname.clone()),
+        nis_domain: configs.iter().find_map(|c| c.nis_domain.clone()),
+        dns: configs
+            .iter()
+            .find(|c| !c.dns.is_empty())
+            .map_or_else(Vec::new, |c| c.dns.clone()),
+        client_id: configs.iter().find_map(|c| {
+            let id = c.client_id.as_ref()?;
+            Some([&[id.kind][..], id.value.as_bytes()].concat())
+        }),
+    };
+    let asked: Vec<&str> = candidates.iter().map(|l| l.name.as_str()).collect();
+    info!("dhcp: asking for a lease on {}", asked.join(", "));
+    let started = Instant::now();
+    match autoconf::start(&candidates, &settings, DHCP_WAIT) {
+        Some((lease, identity)) => {
+            info!(
+                "dhcp: {} configured {} ms after asking",
+                lease.interface,
+                ms(started)
+            );
+            boot.identity = identity;
+        }
+        None => warn!(
+            "dhcp: no lease within {} s; booting on, still asking in the background",
+            DHCP_WAIT.as_secs()
+        ),
+    }
 }
 
 /// The named device, or else the first NIC that has carrier (all are set
@@ -391,7 +584,26 @@ fn emergency(reason: &str) -> ! {
     lifecycle::finish(Power::Reboot)
 }
 
+/// `chaos.mode=expert`: the node is configured and supervised as usual,
+/// with a shell on the console beside it. PID 1 reaps it like any orphan;
+/// leaving it changes nothing else.
+fn expert_shell() {
+    match console_shell() {
+        Ok(shell) => info!("expert mode: shell on the console (pid {})", shell.id()),
+        Err(e) => error!("expert mode: {e:#}"),
+    }
+}
+
 fn emergency_shell() -> anyhow::Result<()> {
+    let child = console_shell()?;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Other children may end meanwhile; wait for the shell itself.
+    nix::sys::wait::waitpid(pid, None).context("waiting for the shell")?;
+    Ok(())
+}
+
+/// /bin/sh on PID 1's console, with the signals PID 1 blocks unblocked.
+fn console_shell() -> anyhow::Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
     let mut shell = std::process::Command::new("/bin/sh");
     // SAFETY: only an async-signal-safe mask change between fork and exec.
@@ -402,9 +614,5 @@ fn emergency_shell() -> anyhow::Result<()> {
                 .map_err(std::io::Error::from)
         });
     }
-    let child = shell.spawn().context("starting /bin/sh")?;
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    // Other children may end meanwhile; wait for the shell itself.
-    nix::sys::wait::waitpid(pid, None).context("waiting for the shell")?;
-    Ok(())
+    shell.spawn().context("starting /bin/sh")
 }

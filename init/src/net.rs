@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-//! Synchronous rtnetlink for PID 1: list links, set a link up, give it a
-//! static IPv4 address, install the default route, and wait for carrier.
+//! Synchronous rtnetlink for PID 1: list links, set a link up, give it an
+//! IPv4 address or take it away, install the default route, and wait for
+//! carrier.
 //!
 //! This module owns the route netlink conversation (requests, acks, dumps,
 //! link notifications) and nothing else: which interface to pick and what to
@@ -150,6 +151,7 @@ enum Request {
         header: LinkHeader,
     },
     NewAddress(AddressMessage),
+    DelAddress(AddressMessage),
     NewRoute(RouteMessage),
 }
 
@@ -158,6 +160,7 @@ impl NetlinkSerializable for Request {
         match self {
             Request::Link { message_type, .. } => *message_type,
             Request::NewAddress(_) => libc::RTM_NEWADDR,
+            Request::DelAddress(_) => libc::RTM_DELADDR,
             Request::NewRoute(_) => libc::RTM_NEWROUTE,
         }
     }
@@ -165,7 +168,7 @@ impl NetlinkSerializable for Request {
     fn buffer_len(&self) -> usize {
         match self {
             Request::Link { header, .. } => header.buffer_len(),
-            Request::NewAddress(message) => message.buffer_len(),
+            Request::NewAddress(message) | Request::DelAddress(message) => message.buffer_len(),
             Request::NewRoute(message) => message.buffer_len(),
         }
     }
@@ -173,7 +176,7 @@ impl NetlinkSerializable for Request {
     fn serialize(&self, buffer: &mut [u8]) {
         match self {
             Request::Link { header, .. } => header.emit(buffer),
-            Request::NewAddress(message) => message.emit(buffer),
+            Request::NewAddress(message) | Request::DelAddress(message) => message.emit(buffer),
             Request::NewRoute(message) => message.emit(buffer),
         }
     }
@@ -272,6 +275,20 @@ impl Netlink {
                 let name = self.name_of(index);
                 failure.during(format!("adding {address}/{prefix_len} to {name}"))
             })
+    }
+
+    /// Removes `address/prefix_len` from the link (a lost DHCP lease).
+    pub fn del_address(
+        &mut self,
+        index: u32,
+        address: Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<(), Error> {
+        let request = Request::DelAddress(address_message(index, address, prefix_len));
+        self.request(request, 0).map(drop).map_err(|failure| {
+            let name = self.name_of(index);
+            failure.during(format!("removing {address}/{prefix_len} from {name}"))
+        })
     }
 
     /// Adds the IPv4 default route via `gateway`, out of link `via` if given,

@@ -44,7 +44,9 @@ impl Spec {
     pub fn write<W: Write>(&self, out: W, mtime: u64) -> Result<W, WriteError> {
         // GzBuilder writes no file name and a fixed OS byte; the header
         // mtime is set explicitly because it is part of the output bytes.
-        let gz = GzBuilder::new().mtime(0).write(out, Compression::best());
+        // Level 6, not 9: on an image with kernel modules 9 takes twice as
+        // long for about 1% less.
+        let gz = GzBuilder::new().mtime(0).write(out, Compression::default());
         Ok(self.write_newc(gz, mtime)?.finish()?)
     }
 
@@ -207,8 +209,9 @@ mod tests {
     #[test]
     fn gzip_header_is_fixed() {
         let archive = Spec::new().write(Vec::new(), 0).unwrap();
-        // magic, deflate, no flags (no name), mtime 0, "best" XFL, OS byte.
-        assert_eq!(archive[..10], [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 255]);
+        // magic, deflate, no flags (no name), mtime 0, default-level XFL,
+        // OS byte.
+        assert_eq!(archive[..10], [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
     }
 
     #[test]

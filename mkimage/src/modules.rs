@@ -1,5 +1,5 @@
-//! Kernel-module closure: which `.ko` files an image needs for a list of
-//! module names, in the order init must load them.
+//! Kernel-module closure: which `.ko` files an image needs, in the order
+//! init must load them, and how init finds the driver for a device.
 //!
 //! Input is a kernel's module tree, `lib/modules/<release>/`, as depmod
 //! leaves it:
@@ -9,32 +9,72 @@
 //!   the tree and ending in `.ko`, `.ko.xz`, `.ko.zst` or `.ko.gz`
 //!   (compressed modules are copied as they are);
 //! - `modules.builtin` (optional): one path per line of a module compiled
-//!   into the kernel, which therefore needs no loading.
+//!   into the kernel, which therefore needs no loading;
+//! - `modules.alias` (optional): the device patterns each module handles
+//!   (see [`crate::modalias`]);
+//! - `modules.softdep` (optional): `softdep <module> pre: <names> post:
+//!   <names>`, modules to load before or after one that does not link
+//!   against them (names may be aliases, as `crypto-crc32c`).
 //!
 //! A module's name is its file name without the suffix, with `-` read as
-//! `_`, as modprobe does; requested names are normalised the same way.
+//! `_`, as modprobe does; requested names are normalised the same way. A
+//! request may also name a whole class, `@ethernet` (see [`CLASSES`]).
 //!
-//! Output, added to a [`Spec`] by [`Closure::add_to`]:
+//! Output, added to a [`Spec`] by [`Closure::add_to`], under
+//! `/lib/modules/<release>/`:
 //!
-//! - each module at `/lib/modules/<release>/<path>`;
-//! - `/lib/modules/<release>/modules.dep`: the input lines of just those
-//!   modules, in load order;
-//! - [`MODULE_LIST`] (`/etc/chaos/modules`): one module name per line in
-//!   load order, dependencies before dependents. Init reads it at boot and
-//!   loads the modules top to bottom.
+//! - each module of the closure (the requests, their dependencies and their
+//!   soft dependencies);
+//! - `modules.dep`, `modules.softdep` and `modules.alias`: the input lines
+//!   of just those modules, so init reads them with this same parser;
+//! - [`MODULE_LIST`] (`/etc/chaos/modules`): the modules init loads at every
+//!   boot, one name per line; the others wait for a device that matches one
+//!   of their aliases;
+//! - [`KERNEL_RELEASE`]: the release the modules belong to, which init
+//!   compares with the running kernel.
 //!
 //! This module reads the tree but never loads anything.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
+use crate::modalias::{glob_match, AliasTable};
 use crate::spec::{Spec, SpecError};
 
-/// Where the image lists the modules init loads at boot, in load order.
+/// Where the image lists the modules init loads at every boot.
 pub const MODULE_LIST: &str = "/etc/chaos/modules";
+/// Where the image records the kernel release its modules were built for.
+pub const KERNEL_RELEASE: &str = "/etc/chaos/kernel-release";
 /// Mode of every file this module adds.
 const FILE_MODE: u32 = 0o644;
 const MODULE_SUFFIXES: [&str; 4] = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"];
+
+/// A named set of modules, requested as `@<name>`: every module whose path
+/// matches one of the globs.
+#[derive(Debug)]
+pub struct Class {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub paths: &'static [&'static str],
+}
+
+pub const CLASSES: &[Class] = &[
+    Class {
+        name: "ethernet",
+        about: "every wired Ethernet driver",
+        paths: &["kernel/drivers/net/ethernet/*"],
+    },
+    Class {
+        name: "nftables",
+        about: "nf_tables and every nftables expression",
+        paths: &[
+            "kernel/net/netfilter/nf_tables.ko*",
+            "kernel/net/netfilter/nft_*",
+            "kernel/net/ipv4/netfilter/nft_*",
+            "kernel/net/ipv6/netfilter/nft_*",
+        ],
+    },
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModulesError {
@@ -53,6 +93,10 @@ pub enum ModulesError {
     Release { dir: PathBuf },
     #[error("module {name:?} is in neither modules.dep nor modules.builtin of kernel {release}")]
     Unknown { name: String, release: String },
+    #[error("module class {name:?} is not one of {known}")]
+    UnknownClass { name: String, known: String },
+    #[error("module class @{name} matches no module of kernel {release}")]
+    EmptyClass { name: String, release: String },
     #[error("module {module} depends on {dependency}, which has no line in modules.dep of kernel {release}")]
     MissingDependency {
         module: String,
@@ -73,6 +117,9 @@ pub struct ModuleTree {
     /// Module name -> path, for requests by name.
     paths: BTreeMap<String, String>,
     builtin: BTreeSet<String>,
+    aliases: AliasTable,
+    /// Module name -> its soft dependencies, as written (names or aliases).
+    softdeps: BTreeMap<String, SoftDep>,
 }
 
 /// One modules.dep line.
@@ -80,6 +127,13 @@ pub struct ModuleTree {
 struct DepLine {
     name: String,
     deps: Vec<String>,
+}
+
+/// A module's soft dependencies: loaded before or after it, if present.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SoftDep {
+    pub pre: Vec<String>,
+    pub post: Vec<String>,
 }
 
 /// A loadable module of a closure.
@@ -91,6 +145,9 @@ pub struct Module {
     pub path: String,
     /// Paths of the modules it depends on, as listed in modules.dep.
     pub deps: Vec<String>,
+    /// Paths of the closure's modules it must be loaded after: its
+    /// dependencies and its `pre:` soft dependencies.
+    pub after: Vec<String>,
 }
 
 /// The modules needed for a request, in load order.
@@ -100,6 +157,20 @@ pub struct Closure {
     release: String,
     modules: Vec<Module>,
     builtin: Vec<String>,
+    /// The requested names to load at every boot (the rest wait for a device).
+    load: Vec<String>,
+    aliases: AliasTable,
+    softdeps: BTreeMap<String, SoftDep>,
+}
+
+/// Reads an optional file's lines: a missing file has none.
+fn optional_lines(path: &Path) -> Result<Vec<(usize, String)>, ModulesError> {
+    match read_lines(path) {
+        Err(ModulesError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(Vec::new())
+        }
+        other => other,
+    }
 }
 
 impl ModuleTree {
@@ -148,18 +219,10 @@ impl ModuleTree {
             );
         }
 
-        let builtin_path = dir.join("modules.builtin");
         // Optional: a kernel without built-in modules may not ship one, and
         // a name it would have listed still fails loudly as unknown.
-        let builtin_lines = match read_lines(&builtin_path) {
-            Err(ModulesError::Read { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                Vec::new()
-            }
-            other => other?,
-        };
-        let builtin = builtin_lines
+        let builtin_path = dir.join("modules.builtin");
+        let builtin = optional_lines(&builtin_path)?
             .into_iter()
             .map(|(line, text)| {
                 module_name(&text).map_err(|reason| ModulesError::Syntax {
@@ -170,12 +233,49 @@ impl ModuleTree {
             })
             .collect::<Result<_, _>>()?;
 
+        let alias_path = dir.join("modules.alias");
+        let aliases = match std::fs::read_to_string(&alias_path) {
+            Ok(text) => {
+                AliasTable::parse(&text).map_err(|(line, reason)| ModulesError::Syntax {
+                    path: alias_path.clone(),
+                    line,
+                    reason,
+                })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => AliasTable::default(),
+            Err(source) => {
+                return Err(ModulesError::Read {
+                    path: alias_path,
+                    source,
+                })
+            }
+        };
+
+        let softdep_path = dir.join("modules.softdep");
+        let mut softdeps = BTreeMap::new();
+        for (line, text) in optional_lines(&softdep_path)? {
+            if text.starts_with('#') {
+                continue;
+            }
+            let (module, softdep) =
+                parse_softdep(&text).map_err(|reason| ModulesError::Syntax {
+                    path: softdep_path.clone(),
+                    line,
+                    reason,
+                })?;
+            let entry: &mut SoftDep = softdeps.entry(module).or_default();
+            entry.pre.extend(softdep.pre);
+            entry.post.extend(softdep.post);
+        }
+
         Ok(ModuleTree {
             dir,
             release,
             lines,
             paths,
             builtin,
+            aliases,
+            softdeps,
         })
     }
 
@@ -183,10 +283,26 @@ impl ModuleTree {
         &self.release
     }
 
+    /// The tree's alias table (the image's is pruned to its modules).
+    pub fn aliases(&self) -> &AliasTable {
+        &self.aliases
+    }
+
     /// The named modules and everything they depend on, in load order:
-    /// each module after its dependencies, otherwise in request order.
-    /// Built-in names are collected apart, not loaded.
+    /// each module after its dependencies and `pre:` soft dependencies,
+    /// otherwise in request order. Built-in names are collected apart, not
+    /// loaded. Every request is loaded at boot; see [`ModuleTree::image`].
     pub fn closure<S: AsRef<str>>(&self, names: &[S]) -> Result<Closure, ModulesError> {
+        self.image(names, &[] as &[&str])
+    }
+
+    /// An image's modules: `load` at every boot, `probe` when a device
+    /// matches one of their aliases. Either may name classes (`@ethernet`).
+    pub fn image<S: AsRef<str>, T: AsRef<str>>(
+        &self,
+        load: &[S],
+        probe: &[T],
+    ) -> Result<Closure, ModulesError> {
         let mut walk = Walk {
             tree: self,
             done: HashSet::new(),
@@ -194,8 +310,14 @@ impl ModuleTree {
             order: Vec::new(),
         };
         let mut builtin = Vec::new();
-        for requested in names {
-            let requested = requested.as_ref();
+        let mut loaded = Vec::new();
+        let load = self.expand(load)?;
+        let probe = self.expand(probe)?;
+        for (requested, at_boot) in load
+            .iter()
+            .map(|n| (n, true))
+            .chain(probe.iter().map(|n| (n, false)))
+        {
             let name = normalise(requested);
             if self.builtin.contains(&name) {
                 if !builtin.contains(&name) {
@@ -207,28 +329,151 @@ impl ModuleTree {
                 name: requested.to_owned(),
                 release: self.release.clone(),
             })?;
-            walk.visit(path)?;
+            walk.visit(path, false)?;
+            if at_boot && !loaded.contains(&name) {
+                loaded.push(name);
+            }
         }
-        let modules = walk
-            .order
-            .into_iter()
-            .map(|path| Module {
-                name: self.lines[path].name.clone(),
-                path: path.to_owned(),
-                deps: self.lines[path].deps.clone(),
+        let order = walk.order;
+        let in_closure: BTreeSet<&str> = order.iter().copied().collect();
+        let modules: Vec<Module> = order
+            .iter()
+            .map(|&path| {
+                let line = &self.lines[path];
+                let mut after = line.deps.clone();
+                for pre in self.soft(&line.name, |s| &s.pre) {
+                    if in_closure.contains(pre) && !after.iter().any(|a| a == pre) {
+                        after.push(pre.to_owned());
+                    }
+                }
+                Module {
+                    name: line.name.clone(),
+                    path: path.to_owned(),
+                    deps: line.deps.clone(),
+                    after,
+                }
+            })
+            .collect();
+        let names: BTreeSet<String> = modules.iter().map(|m| m.name.clone()).collect();
+        let softdeps = modules
+            .iter()
+            .filter_map(|m| {
+                let keep = |list: fn(&SoftDep) -> &Vec<String>| -> Vec<String> {
+                    self.soft(&m.name, list)
+                        .into_iter()
+                        .map(|p| self.lines[p].name.clone())
+                        .collect()
+                };
+                let softdep = SoftDep {
+                    pre: keep(|s| &s.pre),
+                    post: keep(|s| &s.post),
+                };
+                (softdep != SoftDep::default()).then(|| (m.name.clone(), softdep))
             })
             .collect();
         Ok(Closure {
             dir: self.dir.clone(),
             release: self.release.clone(),
+            aliases: self.aliases.pruned(&names),
             modules,
             builtin,
+            load: loaded,
+            softdeps,
         })
+    }
+
+    /// Requests with every `@class` replaced by its modules, sorted by path.
+    fn expand<S: AsRef<str>>(&self, requests: &[S]) -> Result<Vec<String>, ModulesError> {
+        let mut names = Vec::new();
+        for request in requests {
+            let request = request.as_ref();
+            let Some(class) = request.strip_prefix('@') else {
+                names.push(request.to_owned());
+                continue;
+            };
+            let known = CLASSES.iter().find(|c| c.name == class).ok_or_else(|| {
+                ModulesError::UnknownClass {
+                    name: request.to_owned(),
+                    known: CLASSES
+                        .iter()
+                        .map(|c| format!("@{} ({})", c.name, c.about))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+            })?;
+            let before = names.len();
+            names.extend(
+                self.lines
+                    .iter()
+                    .filter(|(path, _)| known.paths.iter().any(|glob| glob_match(glob, path)))
+                    .map(|(_, line)| line.name.clone()),
+            );
+            if names.len() == before {
+                return Err(ModulesError::EmptyClass {
+                    name: class.to_owned(),
+                    release: self.release.clone(),
+                });
+            }
+        }
+        Ok(names)
+    }
+
+    /// The loadable modules (paths) a module's `pre:` or `post:` soft
+    /// dependencies name, directly or through an alias; names the kernel
+    /// has built in or does not have are skipped, as modprobe skips them.
+    fn soft(&self, name: &str, list: fn(&SoftDep) -> &Vec<String>) -> Vec<&str> {
+        let Some(softdep) = self.softdeps.get(name) else {
+            return Vec::new();
+        };
+        let mut paths = Vec::new();
+        for wanted in list(softdep) {
+            let found: Vec<&str> = match self.paths.get(&normalise(wanted)) {
+                Some(path) => vec![path.as_str()],
+                None => self
+                    .aliases
+                    .lookup(wanted)
+                    .into_iter()
+                    .filter_map(|m| self.paths.get(m).map(String::as_str))
+                    .collect(),
+            };
+            for path in found {
+                if !paths.contains(&path) {
+                    paths.push(path);
+                }
+            }
+        }
+        paths
     }
 }
 
-/// Depth-first walk over modules.dep, emitting each module after its
-/// dependencies.
+/// `softdep <module> [pre: <names>...] [post: <names>...]`; words before
+/// the first `pre:` or `post:` are ignored, as kmod ignores them.
+fn parse_softdep(text: &str) -> Result<(String, SoftDep), String> {
+    let mut words = text.split_whitespace();
+    let (Some("softdep"), Some(module)) = (words.next(), words.next()) else {
+        return Err(format!(
+            "expected \"softdep <module> pre: <modules> post: <modules>\", found {text:?}"
+        ));
+    };
+    let mut softdep = SoftDep::default();
+    let mut list: Option<&mut Vec<String>> = None;
+    for word in words {
+        match word {
+            "pre:" => list = Some(&mut softdep.pre),
+            "post:" => list = Some(&mut softdep.post),
+            name => {
+                // Kept as written: it may be an alias, where '-' and '_' differ.
+                if let Some(list) = list.as_mut() {
+                    list.push(name.to_owned());
+                }
+            }
+        }
+    }
+    Ok((normalise(module), softdep))
+}
+
+/// Depth-first walk over modules.dep and the soft dependencies, emitting
+/// each module after what it must follow.
 struct Walk<'t> {
     tree: &'t ModuleTree,
     done: HashSet<&'t str>,
@@ -238,12 +483,17 @@ struct Walk<'t> {
 }
 
 impl<'t> Walk<'t> {
-    fn visit(&mut self, path: &'t str) -> Result<(), ModulesError> {
+    /// Visits a module; `soft` for a soft dependency, which must not fail
+    /// the closure: one that would close a cycle is left to load later.
+    fn visit(&mut self, path: &'t str, soft: bool) -> Result<(), ModulesError> {
         if self.done.contains(path) {
             return Ok(());
         }
         let tree = self.tree;
         if let Some(start) = self.stack.iter().position(|p| *p == path) {
+            if soft {
+                return Ok(());
+            }
             let chain = self.stack[start..].iter().chain([&path]);
             return Err(ModulesError::Cycle {
                 chain: chain.map(|p| tree.lines[*p].name.clone()).collect(),
@@ -252,6 +502,9 @@ impl<'t> Walk<'t> {
         }
         self.stack.push(path);
         let line = &tree.lines[path];
+        for pre in tree.soft(&line.name, |s| &s.pre) {
+            self.visit(pre, true)?;
+        }
         for dependency in &line.deps {
             let (dependency, _) =
                 tree.lines
@@ -261,11 +514,14 @@ impl<'t> Walk<'t> {
                         dependency: dependency.clone(),
                         release: tree.release.clone(),
                     })?;
-            self.visit(dependency)?;
+            self.visit(dependency, false)?;
         }
         self.stack.pop();
         self.done.insert(path);
         self.order.push(path);
+        for post in tree.soft(&line.name, |s| &s.post) {
+            self.visit(post, true)?;
+        }
         Ok(())
     }
 }
@@ -293,12 +549,36 @@ impl Closure {
         &self.builtin
     }
 
-    /// Adds the modules, the pruned modules.dep and [`MODULE_LIST`] to
-    /// `spec`; module files are read from the tree when the image is written.
+    /// The modules in waves: every module of a wave only follows modules
+    /// of earlier waves, so a wave's modules may load at the same time.
+    pub fn waves(&self) -> Vec<Vec<&Module>> {
+        let mut wave_of: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut waves: Vec<Vec<&Module>> = Vec::new();
+        // Load order puts every module after what it follows, so one pass
+        // sees each predecessor's wave before the module itself.
+        for module in &self.modules {
+            let wave = module
+                .after
+                .iter()
+                .filter_map(|p| wave_of.get(p.as_str()))
+                .map(|w| w + 1)
+                .max()
+                .unwrap_or(0);
+            wave_of.insert(&module.path, wave);
+            if waves.len() <= wave {
+                waves.resize_with(wave + 1, Vec::new);
+            }
+            waves[wave].push(module);
+        }
+        waves
+    }
+
+    /// Adds the modules, the pruned modules.dep, modules.softdep and
+    /// modules.alias, [`MODULE_LIST`] and [`KERNEL_RELEASE`] to `spec`;
+    /// module files are read from the tree when the image is written.
     pub fn add_to(&self, spec: &mut Spec) -> Result<(), SpecError> {
         let base = format!("/lib/modules/{}", self.release);
         let mut dep_text = String::new();
-        let mut list_text = String::new();
         for module in &self.modules {
             spec.file_from(
                 &format!("{base}/{}", module.path),
@@ -312,11 +592,27 @@ impl Closure {
                 dep_text.push_str(dependency);
             }
             dep_text.push('\n');
-            list_text.push_str(&module.name);
-            list_text.push('\n');
         }
+        let mut softdep_text = String::new();
+        for (module, softdep) in &self.softdeps {
+            softdep_text.push_str(&format!("softdep {module}"));
+            for (label, names) in [("pre:", &softdep.pre), ("post:", &softdep.post)] {
+                if !names.is_empty() {
+                    softdep_text.push_str(&format!(" {label} {}", names.join(" ")));
+                }
+            }
+            softdep_text.push('\n');
+        }
+        let list_text: String = self.load.iter().map(|name| format!("{name}\n")).collect();
         spec.file(&format!("{base}/modules.dep"), FILE_MODE, dep_text)?;
+        spec.file(&format!("{base}/modules.softdep"), FILE_MODE, softdep_text)?;
+        spec.file(
+            &format!("{base}/modules.alias"),
+            FILE_MODE,
+            self.aliases.render(),
+        )?;
         spec.file(MODULE_LIST, FILE_MODE, list_text)?;
+        spec.file(KERNEL_RELEASE, FILE_MODE, format!("{}\n", self.release))?;
         Ok(())
     }
 }
@@ -359,7 +655,7 @@ fn module_name(path: &str) -> Result<String, String> {
 }
 
 /// modprobe treats `-` and `_` in module names as the same character.
-fn normalise(name: &str) -> String {
+pub fn normalise(name: &str) -> String {
     name.replace('-', "_")
 }
 
@@ -459,12 +755,13 @@ kernel/drivers/hid/hid-generic.ko:
             text(&format!("{base}/modules.dep")),
             "kernel/net/core/failover.ko:\nkernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko\n"
         );
-        assert_eq!(text(MODULE_LIST), "failover\nnet_failover\n");
+        assert_eq!(text(MODULE_LIST), "net_failover\n");
+        assert_eq!(text(KERNEL_RELEASE), "6.1.0-test\n");
         let files = spec
             .iter()
             .filter(|(_, e)| matches!(e.kind, Kind::File(_)))
             .count();
-        assert_eq!(files, 4);
+        assert_eq!(files, 7);
         // The host files exist, so the image can be written.
         spec.write(std::io::sink(), 0).unwrap();
     }
@@ -530,6 +827,219 @@ kernel/drivers/hid/hid-generic.ko:
                 tmp.path().display()
             )),
             "{err}"
+        );
+    }
+    const ALIAS: &str = "\
+alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci
+alias virtio:d00000001v* virtio_net
+alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000
+alias pci:v000010ECd00008139sv*sd*bc*sc*i* 8139cp
+alias crypto-crc32c crc32c-intel
+alias crypto-crc32c crc32c_generic
+";
+    const SOFTDEP_DEP: &str = "\
+kernel/drivers/net/ethernet/intel/e1000/e1000.ko:
+kernel/drivers/net/ethernet/realtek/8139cp.ko: kernel/drivers/net/mii.ko
+kernel/drivers/net/mii.ko:
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio.ko
+kernel/drivers/virtio/virtio.ko:
+kernel/drivers/net/virtio_net.ko: kernel/drivers/virtio/virtio.ko
+kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko
+kernel/fs/jbd2/jbd2.ko:
+kernel/arch/x86/crypto/crc32c-intel.ko:
+kernel/crypto/crc32c_generic.ko:
+kernel/net/netfilter/nf_tables.ko:
+kernel/net/netfilter/nft_ct.ko: kernel/net/netfilter/nf_tables.ko
+kernel/a.ko:
+kernel/b.ko:
+";
+    const SOFTDEP: &str = "\
+# Soft dependencies extracted from modules themselves.
+softdep ext4 pre: crypto-crc32c
+softdep virtio_pci post: virtio_net
+softdep e1000 mii
+softdep a pre: b
+softdep b pre: a gone
+";
+
+    fn full_tree() -> (tempfile::TempDir, PathBuf) {
+        let (tmp, dir) = tree(SOFTDEP_DEP, Some("kernel/drivers/block/virtio_blk.ko\n"));
+        std::fs::write(dir.join("modules.alias"), ALIAS).unwrap();
+        std::fs::write(dir.join("modules.softdep"), SOFTDEP).unwrap();
+        (tmp, dir)
+    }
+
+    fn names(modules: &[Module]) -> Vec<&str> {
+        modules.iter().map(|m| m.name.as_str()).collect()
+    }
+
+    #[test]
+    fn soft_dependencies_load_before_or_after() {
+        let (_tmp, dir) = full_tree();
+        let tree = ModuleTree::open(&dir).unwrap();
+        // pre: through an alias that two modules provide; words before
+        // pre:/post: ignored (e1000 gets no mii).
+        let closure = tree.closure(&["ext4", "e1000", "virtio_pci"]).unwrap();
+        assert_eq!(
+            names(closure.modules()),
+            [
+                "crc32c_generic",
+                "crc32c_intel",
+                "jbd2",
+                "ext4",
+                "e1000",
+                "virtio",
+                "virtio_pci",
+                "virtio_net",
+            ]
+        );
+        let ext4 = &closure.modules()[3];
+        assert_eq!(
+            ext4.after,
+            [
+                "kernel/fs/jbd2/jbd2.ko",
+                "kernel/crypto/crc32c_generic.ko",
+                "kernel/arch/x86/crypto/crc32c-intel.ko",
+            ]
+        );
+        // Soft dependencies in a circle, or on nothing, do not fail.
+        let closure = tree.closure(&["a"]).unwrap();
+        assert_eq!(names(closure.modules()), ["b", "a"]);
+    }
+
+    #[test]
+    fn waves_respect_every_ordering_constraint() {
+        let (_tmp, dir) = full_tree();
+        let closure = ModuleTree::open(&dir)
+            .unwrap()
+            .closure(&["ext4", "virtio_net", "e1000", "8139cp"])
+            .unwrap();
+        let waves: Vec<Vec<&str>> = closure
+            .waves()
+            .iter()
+            .map(|wave| wave.iter().map(|m| m.name.as_str()).collect())
+            .collect();
+        assert_eq!(
+            waves,
+            [
+                vec![
+                    "crc32c_generic",
+                    "crc32c_intel",
+                    "jbd2",
+                    "virtio",
+                    "e1000",
+                    "mii"
+                ],
+                vec!["ext4", "virtio_net", "8139cp"],
+            ]
+        );
+    }
+
+    #[test]
+    fn images_carry_pruned_aliases_and_softdeps_and_load_only_what_is_asked() {
+        let (_tmp, dir) = full_tree();
+        let closure = ModuleTree::open(&dir)
+            .unwrap()
+            .image(&["nft_ct"], &["virtio_pci", "@ethernet"])
+            .unwrap();
+        assert_eq!(
+            names(closure.modules()),
+            [
+                "nf_tables",
+                "nft_ct",
+                "virtio",
+                "virtio_pci",
+                "virtio_net",
+                "e1000",
+                "mii",
+                "8139cp"
+            ]
+        );
+        let mut spec = Spec::new();
+        closure.add_to(&mut spec).unwrap();
+        let text = |path: &str| match &spec.get(path).unwrap().kind {
+            Kind::File(Content::Bytes(bytes)) => String::from_utf8(bytes.clone()).unwrap(),
+            other => panic!("{path} is {other:?}"),
+        };
+        let base = format!("/lib/modules/{RELEASE}");
+        assert_eq!(text(MODULE_LIST), "nft_ct\n");
+        assert_eq!(
+            text(&format!("{base}/modules.alias")),
+            "alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci\n\
+             alias virtio:d00000001v* virtio_net\n\
+             alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n\
+             alias pci:v000010ECd00008139sv*sd*bc*sc*i* 8139cp\n"
+        );
+        assert_eq!(
+            text(&format!("{base}/modules.softdep")),
+            "softdep virtio_pci post: virtio_net\n"
+        );
+        // Read back the way init reads it: the same parser, the same answers.
+        let image = tempfile::tempdir().unwrap();
+        let image_dir = image.path().join(RELEASE);
+        std::fs::create_dir_all(&image_dir).unwrap();
+        for file in ["modules.dep", "modules.alias", "modules.softdep"] {
+            std::fs::write(image_dir.join(file), text(&format!("{base}/{file}"))).unwrap();
+        }
+        let tree = ModuleTree::open(&image_dir).unwrap();
+        assert_eq!(
+            tree.aliases()
+                .lookup("pci:v000010ECd00008139sv000010ECsd00008139bc02sc00i00"),
+            ["8139cp"]
+        );
+        assert_eq!(
+            names(tree.closure(&["virtio_pci"]).unwrap().modules()),
+            ["virtio", "virtio_pci", "virtio_net"]
+        );
+    }
+
+    #[test]
+    fn classes_are_checked() {
+        let (_tmp, dir) = full_tree();
+        let tree = ModuleTree::open(&dir).unwrap();
+        let err = tree.closure(&["@wifi"]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "module class \"@wifi\" is not one of @ethernet (every wired Ethernet driver), \
+             @nftables (nf_tables and every nftables expression)"
+        );
+        let (_tmp, dir) = tree_without_ethernet();
+        let err = ModuleTree::open(&dir)
+            .unwrap()
+            .closure(&["@ethernet"])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "module class @ethernet matches no module of kernel 6.1.0-test"
+        );
+    }
+
+    fn tree_without_ethernet() -> (tempfile::TempDir, PathBuf) {
+        tree(DEP, None)
+    }
+
+    #[test]
+    fn malformed_alias_and_softdep_files_are_named() {
+        let (_tmp, dir) = full_tree();
+        std::fs::write(dir.join("modules.alias"), "alias a b\n\nalias x\n").unwrap();
+        let err = ModuleTree::open(&dir).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}/modules.alias:3: expected \"alias <pattern> <module>\", found \"alias x\"",
+                dir.display()
+            )
+        );
+        std::fs::write(dir.join("modules.alias"), "").unwrap();
+        std::fs::write(dir.join("modules.softdep"), "softdep\n").unwrap();
+        let err = ModuleTree::open(&dir).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}/modules.softdep:1: expected \"softdep <module> pre: <modules> post: <modules>\", found \"softdep\"",
+                dir.display()
+            )
         );
     }
 }

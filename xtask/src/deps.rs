@@ -22,6 +22,31 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("bc", "custom kernel: computes timer constants"),
     ("libelf-dev", "custom kernel: objtool reads ELF objects"),
     ("xz-utils", "unpacks linux-source, compresses bzImage"),
+    ("dnsmasq-base", "tests: a DHCP server in a namespace"),
+    ("initramfs-tools-core", "compare: mkinitramfs"),
+    // Not `dracut`: on Debian it conflicts with initramfs-tools.
+    ("dracut-core", "compare: dracut"),
+    (
+        "ipxe",
+        "PXE first stages: undionly.kpxe (BIOS), ipxe.efi (UEFI)",
+    ),
+    ("isolinux", "the ISO's BIOS boot loader and hybrid MBR"),
+    ("syslinux-common", "ldlinux.c32, which isolinux loads"),
+    ("grub-common", "grub-mkimage: the ISO's UEFI boot loader"),
+    ("grub-efi-amd64-bin", "GRUB's x86_64-efi modules"),
+    ("xorriso", "writes the hybrid ISO"),
+    (
+        "mtools",
+        "fills the ISO's EFI system partition image without mounting",
+    ),
+    ("dosfstools", "mkfs.vfat: the EFI system partition image"),
+    (
+        "systemd-boot-efi",
+        "the EFI stub of the unified kernel image",
+    ),
+    ("binutils", "objcopy assembles the unified kernel image"),
+    ("qemu-utils", "qemu-img: the drone appliance's qcow2"),
+    ("ovmf", "UEFI firmware for QEMU: UEFI boot tests"),
 ];
 
 pub fn missing_packages(sh: &Shell) -> Vec<&'static str> {

@@ -13,17 +13,73 @@ use mkimage::Spec;
 use crate::kernel::Kernel;
 use crate::node::Binaries;
 
-/// Modules every image loads at boot: the NICs of QEMU and of common lab
-/// PCs' emulations (virtio, e1000), and the ACPI power button with the event
-/// device it reports through.
+/// Modules every image loads at every boot, whatever the hardware: the
+/// image has no modprobe for the kernel to call on demand, so WireGuard and
+/// the firewall's nftables expressions are loaded up front; softdog is the
+/// watchdog PID 1 arms only when the board has no timer of its own.
 pub const BOOT_MODULES: &[&str] = &[
+    "wireguard",
+    "nf_tables",
+    "nft_ct",
+    "nft_limit",
+    "nft_reject_inet",
+    "nft_fib_inet",
+    "nft_log",
+    "softdog",
+];
+
+/// Modules loaded only when a device matches one of their aliases
+/// (coldplug): QEMU's virtio NICs, the ACPI power button and the event
+/// device it reports through, board watchdogs (QEMU's i6300esb, Intel's
+/// TCO behind lpc_ich, AMD's sp5100), and [`LAB_NICS`].
+pub const PROBE_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_net",
-    "e1000",
     "button",
     "evdev",
     "i6300esb",
-    "softdog",
+    "lpc_ich",
+    "iTCO_wdt",
+    "sp5100_tco",
+];
+
+/// The lab NIC class: the wired Ethernet families found in ordinary PCs of
+/// the last twenty-five years (Intel, Realtek, Broadcom, Atheros, Marvell,
+/// nVidia, VIA, SiS, 3Com, DEC, AMD, National, NE2000 clones). Data-centre
+/// adapters are left out to keep the image small; `@ethernet` adds every
+/// wired Ethernet driver of the kernel.
+pub const LAB_NICS: &[&str] = &[
+    "e100",
+    "e1000",
+    "e1000e",
+    "igb",
+    "igc",
+    "r8169",
+    "8139too",
+    "8139cp",
+    "tg3",
+    "bnx2",
+    "b44",
+    "atl1",
+    "atl1e",
+    "atl1c",
+    "alx",
+    "sky2",
+    "skge",
+    "forcedeth",
+    "via-rhine",
+    "via-velocity",
+    "sis900",
+    "sis190",
+    "3c59x",
+    "tulip",
+    "pcnet32",
+    "natsemi",
+    "ne2k-pci",
+    "r6040",
+    "dl2k",
+    "sundance",
+    "jme",
 ];
 
 /// Where PID 1 finds its services.
@@ -32,19 +88,21 @@ pub const SERVICES_DIR: &str = "/etc/chaos/services";
 /// The image with its boot modules: what `cargo xtask image` ships.
 pub fn base_spec(kernel: &Kernel, binaries: &Binaries) -> anyhow::Result<Spec> {
     let mut spec = moduleless_spec(binaries)?;
-    add_modules(&mut spec, kernel)?;
+    add_modules(&mut spec, kernel, LAB_NICS)?;
     Ok(spec)
 }
 
-/// The kernel's boot modules and their dependencies; nothing for a kernel
-/// with every driver built in.
-fn add_modules(spec: &mut Spec, kernel: &Kernel) -> anyhow::Result<()> {
+/// The kernel's modules: [`BOOT_MODULES`], loaded at every boot, and
+/// [`PROBE_MODULES`] with `nics`, loaded when a device needs them; each with
+/// its dependencies. Nothing for a kernel with every driver built in.
+pub fn add_modules(spec: &mut Spec, kernel: &Kernel, nics: &[&str]) -> anyhow::Result<()> {
     let Some(modules) = &kernel.modules else {
         return Ok(());
     };
+    let probe: Vec<&str> = PROBE_MODULES.iter().chain(nics).copied().collect();
     mkimage::ModuleTree::open(modules)
-        .and_then(|tree| tree.closure(BOOT_MODULES))
-        .with_context(|| format!("the boot modules of kernel {}", kernel.release))?
+        .and_then(|tree| tree.image(BOOT_MODULES, &probe))
+        .with_context(|| format!("the modules of kernel {}", kernel.release))?
         .add_to(spec)?;
     Ok(())
 }
@@ -80,6 +138,8 @@ pub fn moduleless_spec(binaries: &Binaries) -> anyhow::Result<Spec> {
     spec.dir("/sbin", 0o755)?;
     spec.file_from("/sbin/certaintyd", 0o755, &binaries.certaintyd)?;
     add_service(&mut spec, &Service::new("certaintyd", "/sbin/certaintyd"))?;
+    // Started only by an image that is made a cluster member (`cluster::add`).
+    spec.file_from(crate::cluster::TYD, 0o755, &binaries.tyd)?;
     // Written at boot by fix_hosts; kept in /run so the root stays as built.
     for name in ["hostname", "hosts", "resolv.conf"] {
         spec.symlink(&format!("/etc/{name}"), format!("/run/chaos/{name}"))?;
@@ -165,12 +225,25 @@ impl KernelChoice {
 
 /// `cargo xtask image`: the shipped image for `choice`'s kernel.
 pub fn build(out: &Path, choice: KernelChoice) -> anyhow::Result<(Kernel, Written)> {
+    build_for(out, choice, None)
+}
+
+/// [`build`], made a member of `cluster` (`cargo xtask image --cluster`).
+pub fn build_for(
+    out: &Path,
+    choice: KernelChoice,
+    cluster: Option<&crate::cluster::Membership>,
+) -> anyhow::Result<(Kernel, Written)> {
     let sh = crate::shell()?;
     println!("image: building the node binaries (static musl)");
     let binaries = crate::node::build()?;
     let kernel = choice.get(&sh)?;
     let started = Instant::now();
-    let written = write(&base_spec(&kernel, &binaries)?, out)?;
+    let mut spec = base_spec(&kernel, &binaries)?;
+    if let Some(membership) = cluster {
+        crate::cluster::add(&mut spec, membership)?;
+    }
+    let written = write(&spec, out)?;
     println!(
         "image: {} ({} entries, {} KiB, kernel {}) in {} ms",
         out.display(),

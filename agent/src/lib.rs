@@ -1,3 +1,21 @@
-//! tyd, the cluster agent. Empty until the membership work lands: it will own
-//! cluster identity, the Noise join protocol (its messages are defined here and
-//! nowhere else), WireGuard and nftables over netlink and the status verbs.
+// SPDX-License-Identifier: GPL-3.0-or-later
+//! tyd, the cluster agent: cluster identity, the Noise join protocol (its
+//! messages are defined in [`proto`] and nowhere else), membership,
+//! WireGuard and nftables over netlink, and the status verbs.
+
+pub mod bench;
+pub mod channel;
+pub mod codec;
+pub mod control;
+pub mod dataplane;
+pub mod drone;
+pub mod head;
+pub mod kernel;
+pub mod keys;
+pub mod log;
+pub mod membership;
+pub mod netlink;
+pub mod nftables;
+pub mod proto;
+pub mod sysinfo;
+pub mod wireguard;

@@ -13,13 +13,15 @@ pub const NODE_TARGET: &str = "x86_64-unknown-linux-musl";
 pub struct Binaries {
     pub init: PathBuf,
     pub certaintyd: PathBuf,
+    pub tyd: PathBuf,
 }
 
 pub fn build() -> anyhow::Result<Binaries> {
-    let dir = cargo_build("node-target", &[])?;
+    let dir = cargo_build("node-target", &["-p", "agent"])?;
     Ok(Binaries {
         init: dir.join("init"),
         certaintyd: dir.join("certaintyd"),
+        tyd: dir.join("tyd"),
     })
 }
 
@@ -30,8 +32,9 @@ pub fn build_soft_sha() -> anyhow::Result<PathBuf> {
     Ok(dir.join("certaintyd"))
 }
 
-/// Builds the init package for the node into build/<target_dir>; returns
-/// the directory the executables are in.
+/// Builds the init package, with `extra` cargo arguments (more packages,
+/// features), for the node into build/<target_dir>; returns the directory
+/// the executables are in.
 fn cargo_build(target_dir: &str, extra: &[&str]) -> anyhow::Result<PathBuf> {
     let sh = crate::shell()?;
     let target_dir = crate::build_dir().join(target_dir);

@@ -8,9 +8,11 @@
 //! console, so a failed boot explains itself.
 
 use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,7 +33,26 @@ pub struct Config {
     pub qemu_args: Vec<String>,
     /// A command QEMU runs under, such as `ip netns exec NS`.
     pub wrapper: Vec<String>,
+    /// What starts the guest: QEMU loading the kernel (the default), or a
+    /// firmware booting the devices in `qemu_args` (CD, disk, network).
+    pub firmware: Firmware,
 }
+
+/// How a VM boots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Firmware {
+    /// `-kernel`/`-initrd`/`-append`: no boot loader involved.
+    #[default]
+    Direct,
+    /// SeaBIOS, booting from the attached devices.
+    Bios,
+    /// OVMF (package ovmf), booting from the attached devices.
+    Uefi,
+}
+
+/// OVMF built as one flash image: no persistent variables, which a test VM
+/// does not want anyway.
+pub const OVMF: &str = "/usr/share/qemu/OVMF.fd";
 
 impl Config {
     pub fn new(kernel: &Path, initrd: &Path, append: &str) -> Self {
@@ -42,7 +63,17 @@ impl Config {
             memory_mib: 512,
             qemu_args: Vec::new(),
             wrapper: Vec::new(),
+            firmware: Firmware::Direct,
         }
+    }
+
+    /// A VM that boots through `firmware` from the devices `qemu_args`
+    /// attach; the boot media carry kernel and command line.
+    pub fn firmware(firmware: Firmware, qemu_args: &[&str]) -> Self {
+        let mut config = Config::new(Path::new(""), Path::new(""), "");
+        config.firmware = firmware;
+        config.qemu_args = qemu_args.iter().map(|a| a.to_string()).collect();
+        config
     }
 
     /// One virtio NIC on QEMU's user-mode network: a private, emulated LAN
@@ -58,6 +89,12 @@ impl Config {
             .map(String::from),
         );
         self
+    }
+
+    /// One more virtio NIC, on `hub`'s private Ethernet segment.
+    pub fn hub_net(mut self, hub: &Hub) -> anyhow::Result<Self> {
+        self.qemu_args.extend(hub.attach()?);
+        Ok(self)
     }
 
     /// The full QEMU command line, with the wrapper first.
@@ -78,15 +115,20 @@ impl Config {
             ]
             .map(String::from),
         );
+        args.extend(["-m".into(), self.memory_mib.to_string()]);
+        match self.firmware {
+            Firmware::Direct => args.extend([
+                "-kernel".into(),
+                self.kernel.display().to_string(),
+                "-initrd".into(),
+                self.initrd.display().to_string(),
+                "-append".into(),
+                format!("{BASE_APPEND} {}", self.append).trim().to_string(),
+            ]),
+            Firmware::Bios => {}
+            Firmware::Uefi => args.extend(["-bios".into(), OVMF.into()]),
+        }
         args.extend([
-            "-m".into(),
-            self.memory_mib.to_string(),
-            "-kernel".into(),
-            self.kernel.display().to_string(),
-            "-initrd".into(),
-            self.initrd.display().to_string(),
-            "-append".into(),
-            format!("{BASE_APPEND} {}", self.append).trim().to_string(),
             "-qmp".into(),
             format!("unix:{},server=on,wait=off", qmp.display()),
         ]);
@@ -169,6 +211,14 @@ impl Vm {
         Ok(lines.remove(0))
     }
 
+    /// [`Vm::expect`], returning the line only once it is complete: the
+    /// console may deliver a line in pieces.
+    pub fn expect_line(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let started = Instant::now();
+        self.expect(needle, timeout)?;
+        self.expect("\n", timeout.saturating_sub(started.elapsed()))
+    }
+
     /// Waits until the console prints every one of `needles` after the
     /// previous match, in any order (for events that race, such as two
     /// services' first lines); returns their lines in the order asked and
@@ -227,6 +277,37 @@ impl Vm {
 
     /// Sends one QMP command, such as `system_powerdown`.
     pub fn qmp(&self, command: &str) -> anyhow::Result<()> {
+        self.qmp_with(command, "{}")
+    }
+
+    /// Types `text` (lower-case letters, digits, space; `\n` is Enter) on
+    /// the VM's keyboard, as a person at a boot menu would.
+    pub fn type_keys(&self, text: &str) -> anyhow::Result<()> {
+        let keys = text
+            .chars()
+            .map(|c| match c {
+                '\n' => Ok("ret".to_string()),
+                ' ' => Ok("spc".to_string()),
+                'a'..='z' | '0'..='9' => Ok(c.to_string()),
+                _ => Err(anyhow!("type_keys: no key for {c:?}")),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.press(&keys.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// Presses keys one after another, by QEMU key name (`down`, `ret`, `a`).
+    pub fn press(&self, keys: &[&str]) -> anyhow::Result<()> {
+        for key in keys {
+            self.qmp_with(
+                "send-key",
+                &format!("{{\"keys\":[{{\"type\":\"qcode\",\"data\":\"{key}\"}}]}}"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Sends one QMP command with its JSON `arguments` object.
+    pub fn qmp_with(&self, command: &str, arguments: &str) -> anyhow::Result<()> {
         let mut stream = UnixStream::connect(&self.qmp)
             .with_context(|| format!("connecting to QMP at {}", self.qmp.display()))?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -245,7 +326,9 @@ impl Vm {
         stream.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
         read_reply(&mut stream, &mut reply)?;
         reply.clear();
-        stream.write_all(format!("{{\"execute\":\"{command}\"}}\n").as_bytes())?;
+        stream.write_all(
+            format!("{{\"execute\":\"{command}\",\"arguments\":{arguments}}}\n").as_bytes(),
+        )?;
         read_reply(&mut stream, &mut reply)?;
         if reply.contains("\"error\"") {
             return Err(anyhow!("QMP {command} failed: {reply}"));
@@ -313,4 +396,94 @@ fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A private Ethernet segment for VMs that needs no root: each VM's NIC is
+/// a QEMU `dgram` socket on 127.0.0.1 that sends its frames to the hub,
+/// which repeats every frame to all the other VMs (a hub, not a learning
+/// switch: a handful of VMs never notice the difference). Nothing leaves
+/// loopback, and frames from ports the hub did not hand out are ignored.
+pub struct Hub {
+    address: SocketAddr,
+    ports: Arc<Mutex<Vec<u16>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Hub {
+    pub fn start() -> anyhow::Result<Hub> {
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).context("binding the L2 hub")?;
+        let address = socket.local_addr()?;
+        let ports: Arc<Mutex<Vec<u16>>> = Arc::default();
+        let stop: Arc<AtomicBool> = Arc::default();
+        let thread = {
+            let (ports, stop) = (ports.clone(), stop.clone());
+            std::thread::spawn(move || repeat(&socket, &ports, &stop))
+        };
+        Ok(Hub {
+            address,
+            ports,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// QEMU arguments for one more VM on the segment: a virtio NIC with a
+    /// MAC address unique on this hub (52:54:00:77:xx:xx, QEMU's prefix)
+    /// and a dgram backend on a free loopback port.
+    pub fn attach(&self) -> anyhow::Result<Vec<String>> {
+        // The kernel picks a free port; QEMU binds it a moment later.
+        let port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|probe| probe.local_addr())
+            .context("finding a free loopback port for a VM's NIC")?
+            .port();
+        let mut ports = self.ports.lock().unwrap_or_else(|p| p.into_inner());
+        ports.push(port);
+        let n = ports.len();
+        let hub = self.address.port();
+        Ok(vec![
+            "-netdev".into(),
+            format!(
+                "dgram,id=lan,local.type=inet,local.host=127.0.0.1,local.port={port},\
+                 remote.type=inet,remote.host=127.0.0.1,remote.port={hub}"
+            ),
+            "-device".into(),
+            format!(
+                "virtio-net-pci,netdev=lan,mac=52:54:00:77:{:02x}:{:02x}",
+                n >> 8,
+                n & 0xff
+            ),
+        ])
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // An empty datagram wakes the thread from its receive.
+        let _ =
+            UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|s| s.send_to(&[], self.address));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn repeat(socket: &UdpSocket, ports: &Mutex<Vec<u16>>, stop: &AtomicBool) {
+    // A jumbo frame's worth; QEMU sends one Ethernet frame per datagram.
+    let mut frame = vec![0u8; 65536];
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((len, from)) = socket.recv_from(&mut frame) else {
+            continue;
+        };
+        let ports = ports.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if !from.ip().is_loopback() || !ports.contains(&from.port()) {
+            continue;
+        }
+        for port in ports.into_iter().filter(|&p| p != from.port()) {
+            // A VM not started yet (or gone) just misses the frame, as on a
+            // real segment.
+            let _ = socket.send_to(&frame[..len], (Ipv4Addr::LOCALHOST, port));
+        }
+    }
 }

@@ -1,0 +1,670 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+//! The head's event loop: one thread, non-blocking sockets and poll(2).
+//! It accepts joins, runs each connection through the handshake with a
+//! deadline, feeds [`Membership`], pushes every change to all members and
+//! to its own dataplane, and answers the status verbs.
+//!
+//! Nothing a peer sends may stop the loop: every connection has a deadline
+//! until it is a member, bounded buffers, and is dropped on its first
+//! error; addresses that keep failing are cut off at accept.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixListener;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::channel::{timeout_until, Channel, ChannelError};
+use crate::control::{self, Client};
+use crate::dataplane::{Dataplane, Interface, Mesh};
+use crate::keys::{HeadIdentity, Keypair};
+use crate::log::{info, Penalties, RejectLog};
+use crate::membership::{Config, Membership, Verdict};
+use crate::proto::{Answer, FromDrone, Hello, Message, Peer, Request, Response, ToDrone};
+use crate::sysinfo;
+
+/// A connection that has not become a member by then is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections still in their handshake, per source address and in all.
+const MAX_HANDSHAKES_PER_ADDRESS: usize = 64;
+const MAX_HANDSHAKES: usize = 1024;
+/// Accepts per loop turn, so that a connect flood cannot starve members.
+const ACCEPT_BATCH: usize = 64;
+/// Time for farewells on shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct HeadConfig {
+    pub membership: Config,
+    pub listen: SocketAddrV4,
+    pub wireguard_port: u16,
+    pub hostname: String,
+}
+
+enum Phase {
+    /// Waiting for the first handshake message.
+    Hello(Box<snow::HandshakeState>),
+    /// Handshake done; waiting for the drone's first transport message.
+    Ready {
+        key: [u8; 32],
+        hello: Hello,
+        lan: Option<Ipv4Addr>,
+    },
+    Member(u32),
+    /// Refused: the answer is being written, then the connection closes.
+    Closing,
+}
+
+struct Conn {
+    channel: Channel<TcpStream>,
+    peer: SocketAddr,
+    phase: Phase,
+    deadline: Instant,
+}
+
+/// Why a connection is being dropped, for the log.
+enum Reason {
+    /// Quietly: a closed connection, a member moving sessions.
+    Quiet,
+    /// Hostile or broken input: logged with the address, and counted
+    /// against it.
+    Reject(String),
+}
+
+impl From<ChannelError> for Reason {
+    fn from(error: ChannelError) -> Self {
+        match error {
+            ChannelError::Closed => Reason::Quiet,
+            // A drone dropping its LAN session for the overlay one resets
+            // it if a push was still unread: a close, not an attack.
+            ChannelError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Reason::Quiet,
+            other => Reason::Reject(other.to_string()),
+        }
+    }
+}
+
+pub struct Head<'a> {
+    identity: HeadIdentity,
+    config: HeadConfig,
+    membership: Membership,
+    dataplane: &'a mut dyn Dataplane,
+    mesh: Mesh,
+    listener: TcpListener,
+    control: Option<UnixListener>,
+    conns: HashMap<u64, Conn>,
+    clients: HashMap<u64, Client>,
+    sessions: HashMap<u32, u64>,
+    next_token: u64,
+    rejects: RejectLog,
+    penalties: Penalties,
+    changed: Vec<Peer>,
+    gone: Vec<u32>,
+    next_sample: Instant,
+}
+
+impl<'a> Head<'a> {
+    /// Binds the join port and brings up the head's own end of the overlay.
+    pub fn new(
+        identity: HeadIdentity,
+        config: HeadConfig,
+        dataplane: &'a mut dyn Dataplane,
+        control: Option<UnixListener>,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen)
+            .with_context(|| format!("binding the join port {}", config.listen))?;
+        listener.set_nonblocking(true)?;
+        let wireguard = Keypair::generate()?;
+        let now = Instant::now();
+        let membership = Membership::new(
+            config.membership.clone(),
+            config.hostname.clone(),
+            &identity.keypair.public,
+            wireguard.public,
+            now,
+        );
+        let overlay = config.membership.overlay;
+        dataplane
+            .configure(&Interface {
+                overlay: overlay.head_address(),
+                prefix_len: overlay.prefix_len,
+                private_key: wireguard.private,
+                listen_port: config.wireguard_port,
+            })
+            .context("bringing up the head's overlay")?;
+        let mut mesh = Mesh::default();
+        mesh.replace(dataplane, crate::membership::HEAD_ID, Vec::new())?;
+        if let Some(control) = &control {
+            control.set_nonblocking(true)?;
+        }
+        Ok(Self {
+            identity,
+            config,
+            membership,
+            dataplane,
+            mesh,
+            listener,
+            control,
+            conns: HashMap::new(),
+            clients: HashMap::new(),
+            sessions: HashMap::new(),
+            next_token: 0,
+            rejects: RejectLog::new(now),
+            penalties: Penalties::default(),
+            changed: Vec::new(),
+            gone: Vec::new(),
+            next_sample: now,
+        })
+    }
+
+    /// The port joins are accepted on (useful when bound to port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `stop` becomes readable (a signalfd), then says goodbye
+    /// to every member and takes the overlay down.
+    pub fn run(&mut self, stop: Option<BorrowedFd<'_>>) -> anyhow::Result<()> {
+        info(format!(
+            "head {} serving joins on {} (overlay {}, admission {}, fingerprint {})",
+            self.config.hostname,
+            self.config.listen,
+            self.config.membership.overlay,
+            self.config.membership.policy.name(),
+            crate::keys::fingerprint(&self.identity.keypair.public),
+        ));
+        loop {
+            if self.turn(stop)? {
+                break;
+            }
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    /// One poll and what follows from it; true when asked to stop.
+    fn turn(&mut self, stop: Option<BorrowedFd<'_>>) -> anyhow::Result<bool> {
+        let now = Instant::now();
+        let tick = now + self.tick();
+        let deadline = self
+            .conns
+            .values()
+            .filter(|c| !matches!(c.phase, Phase::Member(_)))
+            .map(|c| c.deadline)
+            .chain(self.clients.values().map(|c| c.deadline))
+            .fold(tick, Instant::min);
+        let timeout = timeout_until(deadline).unwrap_or(PollTimeout::ZERO);
+
+        let conn_tokens: Vec<u64> = self.conns.keys().copied().collect();
+        let client_tokens: Vec<u64> = self.clients.keys().copied().collect();
+        let (stopping, accepting, controlling, conn_ready, client_ready) = {
+            let mut fds = Vec::with_capacity(3 + conn_tokens.len() + client_tokens.len());
+            fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+            let control = self.control.as_ref().map(|c| c.as_fd());
+            let fixed = 1 + usize::from(control.is_some()) + usize::from(stop.is_some());
+            if let Some(fd) = control {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
+            if let Some(fd) = stop {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
+            for token in &conn_tokens {
+                let channel = &self.conns[token].channel;
+                fds.push(PollFd::new(channel.stream().as_fd(), channel.events()));
+            }
+            for token in &client_tokens {
+                let channel = &self.clients[token].channel;
+                fds.push(PollFd::new(channel.stream().as_fd(), channel.events()));
+            }
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e).context("waiting for the network"),
+            }
+            let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            let mut index = 1;
+            let controlling = control.is_some() && ready(&fds[index]);
+            index += usize::from(control.is_some());
+            let stopping = stop.is_some() && ready(&fds[index]);
+            let conn_ready: Vec<u64> = conn_tokens
+                .iter()
+                .zip(&fds[fixed..])
+                .filter(|(_, fd)| ready(fd))
+                .map(|(t, _)| *t)
+                .collect();
+            let client_ready: Vec<u64> = client_tokens
+                .iter()
+                .zip(&fds[fixed + conn_tokens.len()..])
+                .filter(|(_, fd)| ready(fd))
+                .map(|(t, _)| *t)
+                .collect();
+            (
+                stopping,
+                ready(&fds[0]),
+                controlling,
+                conn_ready,
+                client_ready,
+            )
+        };
+        if stopping {
+            return Ok(true);
+        }
+        let now = Instant::now();
+        if accepting {
+            self.accept(now);
+        }
+        if controlling {
+            if let Some(client) = self.control.as_ref().and_then(control::accept) {
+                self.next_token += 1;
+                self.clients.insert(self.next_token, client);
+            }
+        }
+        for token in conn_ready {
+            self.service(token, now);
+        }
+        for token in client_ready {
+            self.serve_client(token, now);
+        }
+        self.timers(now);
+        self.publish()?;
+        Ok(false)
+    }
+
+    /// How often the loop wakes without traffic: expiry is checked at a
+    /// quarter of its interval.
+    fn tick(&self) -> Duration {
+        let config = &self.config.membership;
+        (config.expire_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+
+    fn accept(&mut self, now: Instant) {
+        for _ in 0..ACCEPT_BATCH {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // Out of descriptors or memory: leave the rest queued.
+                    self.rejects
+                        .reject("new connection", format!("accept: {e}"));
+                    return;
+                }
+            };
+            if !self.penalties.allowed(peer.ip(), now) {
+                self.rejects
+                    .reject(peer, "too many failed handshakes; cut off for now");
+                continue;
+            }
+            let handshaking = |c: &&Conn| !matches!(c.phase, Phase::Member(_));
+            let pending = self.conns.values().filter(handshaking).count();
+            let from_peer = self
+                .conns
+                .values()
+                .filter(handshaking)
+                .filter(|c| c.peer.ip() == peer.ip())
+                .count();
+            if pending >= MAX_HANDSHAKES || from_peer >= MAX_HANDSHAKES_PER_ADDRESS {
+                self.rejects
+                    .reject(peer, "too many handshakes in progress; try again");
+                continue;
+            }
+            let handshake = match crate::keys::responder(&self.identity) {
+                Ok(handshake) => handshake,
+                Err(e) => {
+                    info(format!("cannot start a handshake: {e}"));
+                    continue;
+                }
+            };
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let _ = set_user_timeout(&stream, self.config.membership.expire_after);
+            self.next_token += 1;
+            self.conns.insert(
+                self.next_token,
+                Conn {
+                    channel: Channel::new(stream),
+                    peer,
+                    phase: Phase::Hello(Box::new(handshake)),
+                    deadline: now + HANDSHAKE_TIMEOUT,
+                },
+            );
+        }
+    }
+
+    /// Reads and handles what a connection sent, and writes what is queued.
+    fn service(&mut self, token: u64, now: Instant) {
+        let Some(mut conn) = self.conns.remove(&token) else {
+            return;
+        };
+        match self.advance(&mut conn, token, now) {
+            Ok(()) => {
+                self.conns.insert(token, conn);
+            }
+            Err(reason) => self.dropped(token, conn, reason, now),
+        }
+    }
+
+    fn advance(&mut self, conn: &mut Conn, token: u64, now: Instant) -> Result<(), Reason> {
+        conn.channel.read_available()?;
+        loop {
+            if matches!(conn.phase, Phase::Closing) {
+                conn.channel.flush()?;
+                return if conn.channel.wants_write() {
+                    Ok(())
+                } else {
+                    Err(Reason::Quiet)
+                };
+            }
+            if let Phase::Hello(_) = conn.phase {
+                let Some(frame) = conn.channel.next_frame()? else {
+                    break;
+                };
+                self.hello(conn, &frame, now)?;
+                continue;
+            }
+            let Some(bytes) = conn.channel.next_message()? else {
+                break;
+            };
+            let message = FromDrone::decode(&bytes)
+                .map_err(|e| Reason::Reject(format!("undecodable session message: {e}")))?;
+            self.message(conn, token, message, now)?;
+        }
+        conn.channel.flush()?;
+        Ok(())
+    }
+
+    /// The first handshake message: decrypt, check, answer.
+    fn hello(&mut self, conn: &mut Conn, frame: &[u8], now: Instant) -> Result<(), Reason> {
+        let lan = self.lan_address(conn)?;
+        let Phase::Hello(handshake) = &mut conn.phase else {
+            unreachable!("only called in the hello phase");
+        };
+        let mut payload = vec![0; frame.len()];
+        let len = handshake.read_message(frame, &mut payload).map_err(|_| {
+            Reason::Reject(
+                "handshake failed: not a tyd drone of this cluster \
+                 (wrong cluster key or head key, or another protocol version)"
+                    .into(),
+            )
+        })?;
+        let hello = Hello::decode(&payload[..len])
+            .map_err(|e| Reason::Reject(format!("undecodable hello: {e}")))?;
+        let key: [u8; 32] = handshake
+            .get_remote_static()
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| Reason::Reject("handshake without a static key".into()))?;
+        let answer = match self.membership.check_hello(&key, &hello, lan, now) {
+            Verdict::Replay { last } => {
+                return Err(Reason::Reject(format!(
+                    "replayed handshake from key {} (timestamp {} not after {last})",
+                    crate::keys::fingerprint(&key),
+                    hello.timestamp
+                )))
+            }
+            Verdict::Refuse(refusal) => {
+                info(format!(
+                    "refused {} ({}, {}): {refusal:?}",
+                    hello.hostname,
+                    conn.peer,
+                    crate::keys::fingerprint(&key)
+                ));
+                Answer::Refused(refusal)
+            }
+            Verdict::Admit => Answer::Accepted,
+        };
+        let mut reply = vec![0; 128];
+        let len = handshake
+            .write_message(&answer.encode(), &mut reply)
+            .map_err(|e| Reason::Reject(format!("writing the handshake answer: {e}")))?;
+        conn.channel.send_frame(&reply[..len])?;
+        let Phase::Hello(handshake) = std::mem::replace(&mut conn.phase, Phase::Closing) else {
+            unreachable!("checked above");
+        };
+        if answer == Answer::Accepted {
+            let transport = handshake
+                .into_transport_mode()
+                .map_err(|e| Reason::Reject(format!("finishing the handshake: {e}")))?;
+            conn.channel.encrypt(transport);
+            conn.phase = Phase::Ready { key, hello, lan };
+        }
+        Ok(())
+    }
+
+    /// The drone's LAN address, or `None` for a session over the overlay.
+    /// Over the overlay WireGuard vouches for the source address, which must
+    /// then be the overlay address of the node with this Noise key: checked
+    /// when the session becomes a member.
+    fn lan_address(&mut self, conn: &Conn) -> Result<Option<Ipv4Addr>, Reason> {
+        let IpAddr::V4(ip) = conn.peer.ip() else {
+            return Err(Reason::Reject("IPv6 joins are not supported".into()));
+        };
+        if self.config.membership.overlay.contains(ip) {
+            return Ok(None);
+        }
+        if let Ok(SocketAddr::V4(local)) = conn.channel.stream().local_addr() {
+            self.membership.set_head_lan(*local.ip());
+        }
+        Ok(Some(ip))
+    }
+
+    fn message(
+        &mut self,
+        conn: &mut Conn,
+        token: u64,
+        message: FromDrone,
+        now: Instant,
+    ) -> Result<(), Reason> {
+        match (&conn.phase, message) {
+            (Phase::Ready { key, hello, lan }, FromDrone::Ready) => {
+                let (key, hello, lan) = (*key, hello.clone(), *lan);
+                if lan.is_none() {
+                    let overlay = match conn.peer.ip() {
+                        IpAddr::V4(ip) => ip,
+                        IpAddr::V6(_) => unreachable!("refused at hello"),
+                    };
+                    if self.membership.member_at(overlay) != self.membership.id_of(&key) {
+                        return Err(Reason::Reject(format!(
+                            "overlay session from {overlay} with the key of another node"
+                        )));
+                    }
+                }
+                let Some((id, changed)) = self.membership.join(&key, &hello, lan, now) else {
+                    return Err(Reason::Reject("no overlay address left".into()));
+                };
+                if let Some(peer) = &changed {
+                    info(format!(
+                        "{} joined as node {id} with overlay address {} from {}",
+                        hello.hostname, peer.overlay, conn.peer
+                    ));
+                }
+                self.changed.extend(changed);
+                let welcome = self
+                    .membership
+                    .welcome(id, self.config.wireguard_port)
+                    .expect("just joined");
+                conn.channel
+                    .send_message(&ToDrone::Welcome(welcome).encode())?;
+                conn.phase = Phase::Member(id);
+                if let Some(old) = self.sessions.insert(id, token) {
+                    // The node moved its session (LAN to overlay, or a
+                    // reconnect): the old one is stale.
+                    self.conns.remove(&old);
+                }
+            }
+            (Phase::Member(id), FromDrone::Heartbeat(load)) => {
+                self.membership.heartbeat(*id, load, now);
+            }
+            (Phase::Member(id), FromDrone::Leave) => {
+                let id = *id;
+                if self.membership.leave(id) {
+                    info(format!("node {id} left"));
+                    self.gone.push(id);
+                }
+                return Err(Reason::Quiet);
+            }
+            (Phase::Member(_), FromDrone::Status { tag }) => {
+                let nodes = self.membership.status(now);
+                conn.channel
+                    .send_message(&ToDrone::Status { tag, nodes }.encode())?;
+            }
+            (_, message) => {
+                return Err(Reason::Reject(format!(
+                    "unexpected {message:?} at this point of the session"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    fn dropped(&mut self, token: u64, conn: Conn, reason: Reason, now: Instant) {
+        if let Phase::Member(id) = conn.phase {
+            if self.sessions.get(&id) == Some(&token) {
+                self.sessions.remove(&id);
+            }
+        }
+        if let Reason::Reject(what) = reason {
+            if !matches!(conn.phase, Phase::Member(_)) {
+                self.penalties.failed(conn.peer.ip(), now);
+            }
+            self.rejects.reject(conn.peer, what);
+        }
+    }
+
+    fn serve_client(&mut self, token: u64, now: Instant) {
+        let Some(mut client) = self.clients.remove(&token) else {
+            return;
+        };
+        match client.request() {
+            Ok(Some(request)) => {
+                let response = self.answer(&client, request, now);
+                if client.respond(&response).is_ok() {
+                    self.clients.insert(token, client);
+                }
+            }
+            Ok(None) => {
+                self.clients.insert(token, client);
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn answer(&mut self, client: &Client, request: Request, now: Instant) -> Response {
+        if !matches!(request, Request::Nodes) && !client.is_admin() {
+            return Response::Failed("only root may change membership".into());
+        }
+        let result = match request {
+            Request::Nodes => return Response::Nodes(self.membership.status(now)),
+            Request::Enroll { seconds } => {
+                self.membership.enroll(Duration::from_secs(seconds), now)
+            }
+            Request::Approve { fingerprint } => self.membership.approve(&fingerprint),
+            Request::Remove { node } => self.membership.remove(&node).map(|(id, was_up)| {
+                if let Some(mut conn) = self
+                    .sessions
+                    .remove(&id)
+                    .and_then(|t| self.conns.remove(&t))
+                {
+                    let _ = conn.channel.send_message(&ToDrone::Removed.encode());
+                    let _ = conn.channel.flush();
+                }
+                if was_up {
+                    self.gone.push(id);
+                }
+                format!("removed {node}; its key is refused until it reboots")
+            }),
+        };
+        match result {
+            Ok(text) => {
+                info(&text);
+                Response::Done(text)
+            }
+            Err(text) => Response::Failed(text),
+        }
+    }
+
+    fn timers(&mut self, now: Instant) {
+        let expired_handshakes: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !matches!(c.phase, Phase::Member(_)) && now >= c.deadline)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in expired_handshakes {
+            let conn = self.conns.remove(&token).expect("listed above");
+            let what = match conn.phase {
+                Phase::Closing => Reason::Quiet,
+                _ => Reason::Reject("no complete handshake in time".into()),
+            };
+            self.dropped(token, conn, what, now);
+        }
+        self.clients.retain(|_, c| now < c.deadline);
+        for id in self.membership.expire(now) {
+            info(format!("node {id} expired (no heartbeat)"));
+            if let Some(token) = self.sessions.remove(&id) {
+                self.conns.remove(&token);
+            }
+            self.gone.push(id);
+        }
+        if now >= self.next_sample {
+            self.membership.set_head_load(sysinfo::sample());
+            self.penalties.prune(now);
+            self.next_sample = now + self.config.membership.heartbeat;
+        }
+    }
+
+    /// Sends this turn's membership changes to every member and applies them
+    /// to the head's own dataplane.
+    fn publish(&mut self) -> anyhow::Result<()> {
+        if self.changed.is_empty() && self.gone.is_empty() {
+            return Ok(());
+        }
+        let changed = std::mem::take(&mut self.changed);
+        let gone = std::mem::take(&mut self.gone);
+        let push = ToDrone::Members {
+            changed: changed.clone(),
+            gone: gone.clone(),
+        }
+        .encode();
+        let mut failed = Vec::new();
+        for (id, token) in &self.sessions {
+            if let Some(conn) = self.conns.get_mut(token) {
+                if conn.channel.send_message(&push).is_err() || conn.channel.flush().is_err() {
+                    failed.push((*id, *token));
+                }
+            }
+        }
+        for (id, token) in failed {
+            self.sessions.remove(&id);
+            if let Some(conn) = self.conns.remove(&token) {
+                self.rejects
+                    .reject(conn.peer, "session failed while pushing");
+            }
+        }
+        self.mesh
+            .update(self.dataplane, changed, &gone)
+            .context("updating the head's WireGuard peers")
+    }
+
+    fn shutdown(&mut self) {
+        info("stopping: telling members, taking the overlay down");
+        let bye = ToDrone::Bye.encode();
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        for token in self.sessions.values() {
+            if let Some(conn) = self.conns.get_mut(token) {
+                let _ = conn.channel.send_message(&bye);
+                let _ = conn.channel.flush_by(deadline);
+            }
+        }
+        self.dataplane.teardown();
+    }
+}
+
+/// Unacknowledged data older than this fails the connection, so a peer that
+/// vanished without a FIN is noticed.
+pub(crate) fn set_user_timeout(stream: &TcpStream, timeout: Duration) -> std::io::Result<()> {
+    let millis = libc::c_uint::try_from(timeout.as_millis()).unwrap_or(libc::c_uint::MAX);
+    nix::sys::socket::setsockopt(stream, nix::sys::socket::sockopt::TcpUserTimeout, &millis)
+        .map_err(std::io::Error::from)
+}

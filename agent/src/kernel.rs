@@ -1,0 +1,92 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+//! The real dataplane: WireGuard interface `wg0` and tyd's nftables table,
+//! both over netlink, kept in step with the membership.
+
+use crate::dataplane::{Dataplane, Interface};
+use crate::log::info;
+use crate::membership::Overlay;
+use crate::nftables::{Firewall, Params, Scope};
+use crate::proto::Peer;
+use crate::wireguard::WireGuard;
+
+pub const INTERFACE: &str = "wg0";
+
+/// Which ports a node's firewall opens besides WireGuard's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Head { join_port: u16 },
+    Drone,
+}
+
+pub struct Kernel {
+    role: Role,
+    scope: Scope,
+    wireguard: WireGuard,
+    firewall: Firewall,
+    interface: Option<Interface>,
+}
+
+impl Kernel {
+    /// Fails early, with the reason, when the kernel lacks WireGuard.
+    pub fn open(role: Role, scope: Scope) -> anyhow::Result<Self> {
+        Ok(Self {
+            role,
+            scope,
+            wireguard: WireGuard::open(INTERFACE)?,
+            firewall: Firewall::open()?,
+            interface: None,
+        })
+    }
+}
+
+impl Dataplane for Kernel {
+    fn configure(&mut self, interface: &Interface) -> anyhow::Result<()> {
+        // The firewall goes up first, so the overlay is never unguarded.
+        let overlay = Overlay {
+            network: std::net::Ipv4Addr::from(
+                u32::from(interface.overlay) & (u32::MAX << (32 - interface.prefix_len)),
+            ),
+            prefix_len: interface.prefix_len,
+        };
+        self.firewall.apply(&Params {
+            scope: self.scope,
+            overlay,
+            interface: INTERFACE.into(),
+            wireguard_port: interface.listen_port,
+            join_port: match self.role {
+                Role::Head { join_port } => Some(join_port),
+                Role::Drone => None,
+            },
+        })?;
+        self.wireguard.create()?;
+        self.wireguard
+            .set_key(&interface.private_key, interface.listen_port)?;
+        self.wireguard
+            .address(interface.overlay, interface.prefix_len)?;
+        info(format!(
+            "{INTERFACE} up with {}/{}, firewall table inet {} loaded",
+            interface.overlay,
+            interface.prefix_len,
+            crate::nftables::TABLE
+        ));
+        self.interface = Some(interface.clone());
+        Ok(())
+    }
+
+    fn replace_peers(&mut self, peers: &[Peer]) -> anyhow::Result<()> {
+        self.wireguard.replace_peers(peers)
+    }
+
+    fn update_peers(&mut self, changed: &[Peer], gone: &[Peer]) -> anyhow::Result<()> {
+        self.wireguard.update_peers(changed, gone)
+    }
+
+    fn teardown(&mut self) {
+        if self.interface.take().is_some() {
+            self.wireguard.delete();
+            if let Err(e) = self.firewall.remove() {
+                info(format!("{e:#}"));
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+//! The namespace lab for tyd's integration tests: a LAN namespace with a
+//! bridge, one namespace per node joined to it by a veth pair, tyd
+//! processes inside them, and waits with deadlines. Everything is removed
+//! on drop, also when a test fails half-way.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chaos_agent::control;
+use chaos_agent::proto::{NodeStatus, Request, Response, State};
+
+/// Generous bounds for a loaded 2-core machine: an event later than this is
+/// a failure, not slowness.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test makes network namespaces: run it as root (CI does)"
+    );
+}
+
+pub fn tyd() -> &'static str {
+    env!("CARGO_BIN_EXE_tyd")
+}
+
+fn run(program: &str, args: &[&str]) {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A bridge in its own namespace and the node namespaces plugged into it,
+/// all on 192.168.77.0/24.
+pub struct Lab {
+    pub name: String,
+    pub dir: PathBuf,
+    lan: String,
+    namespaces: Vec<String>,
+    processes: Vec<Child>,
+}
+
+impl Lab {
+    pub fn new(name: &str) -> Lab {
+        require_root();
+        let tag = format!("tyd{}-{name}", std::process::id());
+        let dir = std::env::temp_dir().join(&tag);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let lan = format!("{tag}-lan");
+        let mut lab = Lab {
+            name: tag,
+            dir,
+            lan: lan.clone(),
+            namespaces: Vec::new(),
+            processes: Vec::new(),
+        };
+        run("ip", &["netns", "add", &lan]);
+        lab.namespaces.push(lan.clone());
+        run("ip", &["-n", &lan, "link", "add", "br0", "type", "bridge"]);
+        run("ip", &["-n", &lan, "link", "set", "br0", "up"]);
+        lab
+    }
+
+    /// A node namespace with `eth0` at 192.168.77.<host>/24.
+    pub fn node(&mut self, host: u8) -> String {
+        let ns = format!("{}-n{host}", self.name);
+        run("ip", &["netns", "add", &ns]);
+        self.namespaces.push(ns.clone());
+        let outside = format!("v{host}");
+        run(
+            "ip",
+            &[
+                "-n", &self.lan, "link", "add", &outside, "type", "veth", "peer", "name", "eth0",
+                "netns", &ns,
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "-n", &self.lan, "link", "set", &outside, "master", "br0", "up",
+            ],
+        );
+        let address = format!("192.168.77.{host}/24");
+        run("ip", &["-n", &ns, "addr", "add", &address, "dev", "eth0"]);
+        run("ip", &["-n", &ns, "link", "set", "eth0", "up"]);
+        run("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// A cluster identity made by `tyd init`.
+    pub fn init(&self, name: &str) -> PathBuf {
+        let dir = self.dir.join(name);
+        let status = Command::new(tyd())
+            .args(["init", "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "tyd init");
+        dir
+    }
+
+    /// Starts tyd in `ns`; its stderr goes to <dir>/<log>.log. Returns the
+    /// index for [`Lab::signal`].
+    pub fn spawn(&mut self, ns: &str, log: &str, args: &[&str]) -> usize {
+        let file = File::create(self.log_path(log)).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, tyd()])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        self.processes.push(child);
+        self.processes.len() - 1
+    }
+
+    pub fn log_path(&self, log: &str) -> PathBuf {
+        self.dir.join(format!("{log}.log"))
+    }
+
+    pub fn log(&self, log: &str) -> String {
+        std::fs::read_to_string(self.log_path(log)).unwrap_or_default()
+    }
+
+    pub fn socket(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.sock"))
+    }
+
+    /// Sends `signal` to process `index` and, for a stop signal, reaps it.
+    pub fn signal(&mut self, index: usize, signal: nix::sys::signal::Signal) {
+        let child = &mut self.processes[index];
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "process {index} did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `f` on a thread inside namespace `ns` (sockets it opens stay
+    /// in that namespace).
+    pub fn inside<T: Send>(&self, ns: &str, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{ns}");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let file = File::open(&path).unwrap();
+                nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    /// Waits for `what` to hold, polling; panics with `describe()` at the
+    /// deadline.
+    pub fn wait(&self, what: &str, mut check: impl FnMut() -> bool, describe: impl Fn() -> String) {
+        let deadline = Instant::now() + DEADLINE;
+        while !check() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n{}\nlogs in {}",
+                describe(),
+                self.dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.processes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// The node list from the tyd behind `socket`, or why not.
+pub fn nodes(socket: &Path) -> Result<Vec<NodeStatus>, String> {
+    match control::ask(socket, &Request::Nodes) {
+        Ok(Response::Nodes(nodes)) => Ok(nodes),
+        Ok(other) => Err(format!("{other:?}")),
+        Err(e) => Err(format!("{e:#}")),
+    }
+}
+
+/// Host names in state `state`, sorted.
+pub fn hosts_in(socket: &Path, state: State) -> Vec<String> {
+    let mut names: Vec<String> = nodes(socket)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.state == state)
+        .map(|n| n.hostname)
+        .collect();
+    names.sort();
+    names
+}
+
+pub fn state_of(socket: &Path, hostname: &str) -> Option<State> {
+    nodes(socket)
+        .ok()?
+        .into_iter()
+        .find(|n| n.hostname == hostname)
+        .map(|n| n.state)
+}

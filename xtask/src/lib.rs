@@ -2,13 +2,20 @@
 //! integration tests build their images and boot them with the same code the
 //! commands use. Each module is one concern; `main.rs` only parses arguments.
 
+pub mod appliance;
 pub mod bench;
+pub mod cluster;
+pub mod compare;
 pub mod custom_kernel;
 pub mod deps;
 pub mod image;
+pub mod iso;
 pub mod kernel;
+pub mod netbench;
 pub mod node;
+pub mod pxe;
 pub mod testing;
+pub mod uki;
 pub mod vm;
 
 use std::path::PathBuf;

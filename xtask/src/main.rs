@@ -7,7 +7,7 @@ use anyhow::Context;
 use argh::FromArgs;
 use xshell::cmd;
 use xtask::image::KernelChoice;
-use xtask::{bench, custom_kernel, deps, image, kernel, vm};
+use xtask::{bench, compare, custom_kernel, deps, image, kernel, netbench, vm};
 
 /// Build, boot, test and measure chaos.
 #[derive(FromArgs)]
@@ -23,8 +23,14 @@ enum Command {
     Kernel(Kernel),
     Image(Image),
     Qemu(Qemu),
+    QemuCluster(QemuCluster),
     Test(Test),
     Bench(Bench),
+    Compare(Compare),
+    Pxe(Pxe),
+    Iso(Iso),
+    Appliance(Appliance),
+    Netboot(Netboot),
 }
 
 /// Install the Debian packages and the Rust target chaos needs, saying what
@@ -59,6 +65,31 @@ struct Image {
     /// for the compact custom kernel (no modules) instead of Debian's
     #[argh(switch)]
     custom: bool,
+    /// make it a drone of the cluster whose identity `tyd init --dir D`
+    /// made: bakes in D's head.pub and cluster.key (never head.key) and
+    /// starts `tyd join` at boot; without it tyd is in the image but not
+    /// started
+    #[argh(option)]
+    cluster: Option<PathBuf>,
+    /// with --cluster: the head's LAN address[:port] to bake in (default:
+    /// chaos.head= on the kernel command line)
+    #[argh(option)]
+    head: Option<String>,
+}
+
+/// Boot a head and N drones under QEMU on a private Ethernet segment on
+/// loopback (10.77.0.0/24; no root needed), print a live table of the
+/// nodes as they join and mesh, and stop every VM on Ctrl-C. The cluster
+/// identity and images live in build/cluster/, with each console's log.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "qemu-cluster")]
+struct QemuCluster {
+    /// how many drones (default 2)
+    #[argh(option, short = 'n', default = "2")]
+    drones: usize,
+    /// boot the compact custom kernel (built on first use) instead of Debian's
+    #[argh(switch)]
+    custom: bool,
 }
 
 /// Boot one node under QEMU with its serial console on this terminal
@@ -89,6 +120,56 @@ struct Bench {
     /// how many boots to time (default 3)
     #[argh(option, default = "3")]
     boots: usize,
+}
+
+/// Build the image's initramfs with mkimage, Debian's mkinitramfs and
+/// dracut for the same kernel and modules and compare time and size; then
+/// the image's size per NIC class and the hand-off to DHCP lease time under
+/// QEMU. Needs root and initramfs-tools-core and dracut-core.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "compare")]
+struct Compare {}
+
+/// Build build/pxe (iPXE first stages for BIOS and UEFI, boot script,
+/// kernel, initramfs) for `netboot serve`, and build/chaos.efi, the unified
+/// kernel image (kernel, initramfs and command line in one UEFI program).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "pxe")]
+struct Pxe {
+    /// use the compact custom kernel (`cargo xtask kernel --custom`)
+    #[argh(switch)]
+    custom: bool,
+}
+
+/// Build build/chaos.iso: boots as a CD or, written to a USB stick, as a
+/// disk, under BIOS and UEFI; menu: normal, expert, safe, kernel options.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "iso")]
+struct Iso {
+    /// use the compact custom kernel (`cargo xtask kernel --custom`)
+    #[argh(switch)]
+    custom: bool,
+}
+
+/// Build build/chaos-drone.qcow2 (the ISO as a qcow2 disk): a drone VM for
+/// QEMU, libvirt, VirtualBox or UTM on a workstation.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "appliance")]
+struct Appliance {
+    /// use the compact custom kernel (`cargo xtask kernel --custom`)
+    #[argh(switch)]
+    custom: bool,
+}
+
+/// Run `netboot` (e.g. `cargo xtask netboot serve --interface eth1`) from
+/// the workspace, serving build/pxe; `cargo xtask netboot serve --help`
+/// explains its options.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "netboot")]
+struct Netboot {
+    /// netboot's arguments
+    #[argh(positional, greedy)]
+    args: Vec<String>,
 }
 
 /// The address plan of QEMU's user network, given statically so the node
@@ -124,8 +205,25 @@ fn main() -> anyhow::Result<()> {
             println!("kernel: {} at {}", kernel.release, kernel.vmlinuz.display());
             Ok(())
         }
-        Command::Image(Image { out, custom }) => {
-            image::build(&out.unwrap_or_else(image::default_path), choice(custom)).map(drop)
+        Command::Image(Image {
+            out,
+            custom,
+            cluster,
+            head,
+        }) => {
+            if head.is_some() && cluster.is_none() {
+                anyhow::bail!("--head is the head of a cluster: give its --cluster too");
+            }
+            let membership = cluster.map(|dir| xtask::cluster::Membership {
+                dir,
+                role: xtask::cluster::Role::Drone { head },
+            });
+            let out = out.unwrap_or_else(image::default_path);
+            image::build_for(&out, choice(custom), membership.as_ref()).map(drop)
+        }
+        Command::QemuCluster(QemuCluster { drones, custom }) => {
+            deps::install(&sh)?;
+            xtask::cluster::run(choice(custom), drones)
         }
         Command::Qemu(Qemu { append, custom }) => {
             deps::install(&sh)?;
@@ -160,5 +258,29 @@ fn main() -> anyhow::Result<()> {
             xtask::testing::run_all(&sh)
         }
         Command::Bench(Bench { boots }) => bench::run(&sh, boots),
+        Command::Pxe(Pxe { custom }) => xtask::pxe::command(choice(custom)),
+        Command::Iso(Iso { custom }) => xtask::iso::command(choice(custom), false),
+        Command::Appliance(Appliance { custom }) => xtask::iso::command(choice(custom), true),
+        Command::Netboot(Netboot { args }) => xtask::pxe::netboot(&args),
+        Command::Compare(_) => {
+            let binaries = xtask::node::build()?;
+            let kernel = kernel::distribution(&sh)?;
+            compare::print(&compare::run(&sh, &kernel, &binaries)?);
+            for class in netbench::class_sizes(&kernel, &binaries)? {
+                println!(
+                    "image with the {}: {} modules, {} KiB",
+                    class.class,
+                    class.modules,
+                    class.size / 1024
+                );
+            }
+            let (_, image) = image::build(&image::default_path(), KernelChoice::Distribution)?;
+            let lease = netbench::handoff_to_lease(&kernel, &image.path, &image.root_digest_arg())?;
+            println!(
+                "kernel hand-off -> DHCP lease (e1000, QEMU user network, TCG): {} ms",
+                lease.as_millis()
+            );
+            Ok(())
+        }
     }
 }

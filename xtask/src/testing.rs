@@ -42,7 +42,7 @@ impl Totals {
 /// The QEMU test files that hold for any kernel; `run_all` runs them a
 /// second time on the compact custom kernel. The others are about the
 /// distribution kernel's modules.
-pub const ANY_KERNEL_TESTS: &[&str] = &["boot", "certainty", "image"];
+pub const ANY_KERNEL_TESTS: &[&str] = &["boot", "certainty", "cluster", "dhcp", "image"];
 
 /// Every test on the distribution kernel, then [`ANY_KERNEL_TESTS`] on the
 /// custom one (built first, or taken from its cache), with one summary.

@@ -1,0 +1,196 @@
+//! The dnsmasq configuration `netboot serve` runs: TFTP for the iPXE first
+//! stage only, the boot script over HTTP for iPXE itself, and either
+//! proxy-DHCP (the LAN's DHCP server keeps allocating addresses) or, with a
+//! range, a DHCP server of its own for an isolated network. DNS is off.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use crate::boot::{BIOS_FIRST_STAGE, UEFI_FIRST_STAGE};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dhcp {
+    /// Answer only PXE clients, beside the LAN's own DHCP server.
+    Proxy,
+    /// Hand out addresses from this range (inclusive).
+    Range(Ipv4Addr, Ipv4Addr),
+}
+
+#[derive(Clone, Debug)]
+pub struct Config<'a> {
+    pub interface: &'a str,
+    pub address: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+    pub dhcp: Dhcp,
+    pub tftp_root: &'a Path,
+    pub lease_file: &'a Path,
+    /// Where iPXE fetches the boot script: `http://address:port/boot.ipxe`.
+    pub script_url: &'a str,
+}
+
+/// PXE client architectures (RFC 4578 option 93, dnsmasq's names) and the
+/// first stage each gets. UEFI x86-64 firmware reports 7 or 9 depending on
+/// its vendor, so both are listed.
+const FIRST_STAGES: &[(&str, &str)] = &[
+    ("x86PC", BIOS_FIRST_STAGE),
+    ("x86-64_EFI", UEFI_FIRST_STAGE),
+    ("BC_EFI", UEFI_FIRST_STAGE),
+];
+
+/// Parses `--dhcp`'s `START-END`.
+pub fn parse_range(text: &str) -> Result<Dhcp, String> {
+    let (start, end) = text.split_once('-').ok_or_else(|| {
+        format!("--dhcp {text:?}: expected a range START-END such as 192.168.90.100-192.168.90.200")
+    })?;
+    let parse = |what: &str, s: &str| {
+        s.trim()
+            .parse::<Ipv4Addr>()
+            .map_err(|_| format!("--dhcp {text:?}: {what} {s:?} is not an IPv4 address"))
+    };
+    let (start, end) = (parse("start", start)?, parse("end", end)?);
+    if u32::from(start) > u32::from(end) {
+        return Err(format!("--dhcp {text:?}: start {start} is after end {end}"));
+    }
+    Ok(Dhcp::Range(start, end))
+}
+
+fn network(address: Ipv4Addr, netmask: Ipv4Addr) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(address) & u32::from(netmask))
+}
+
+impl Config<'_> {
+    /// Checks a DHCP range against the interface's subnet: dnsmasq would
+    /// otherwise start and silently never answer.
+    pub fn check(&self) -> Result<(), String> {
+        if let Dhcp::Range(start, end) = self.dhcp {
+            let net = network(self.address, self.netmask);
+            for ip in [start, end] {
+                if network(ip, self.netmask) != net {
+                    return Err(format!(
+                        "--dhcp: {ip} is outside {}'s subnet {net}/{}",
+                        self.interface, self.netmask
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "# Written by netboot serve for as long as it runs.\n\
+             # No DNS: the LAN has its own, and nodes are told nothing about names.\n\
+             port=0\n",
+        );
+        out.push_str(&format!(
+            "interface={}\nbind-interfaces\npid-file=\ndhcp-leasefile={}\n",
+            self.interface,
+            self.lease_file.display()
+        ));
+        match self.dhcp {
+            Dhcp::Proxy => out.push_str(&format!(
+                "dhcp-range={},proxy,{}\n",
+                network(self.address, self.netmask),
+                self.netmask
+            )),
+            Dhcp::Range(start, end) => {
+                out.push_str(&format!("dhcp-range={start},{end},{},1h\n", self.netmask))
+            }
+        }
+        out.push_str(&format!(
+            "enable-tftp\ntftp-root={}\n\
+             # The loop breaker: iPXE says so in its user class (and option 175);\n\
+             # it gets the script, everything else the iPXE first stage.\n\
+             dhcp-userclass=set:ipxe,iPXE\n\
+             dhcp-match=set:ipxe,175\n",
+            self.tftp_root.display()
+        ));
+        for (arch, file) in FIRST_STAGES {
+            out.push_str(&format!("pxe-service=tag:!ipxe,{arch},\"chaos\",{file}\n"));
+        }
+        // The server address is not optional. Without it dnsmasq sends a
+        // ProxyDHCPACK with next-server 0.0.0.0 for a URL, and iPXE ignores
+        // ProxyDHCPACKs that lack next-server + filename or a PXE menu: it
+        // keeps its lease from the LAN's DHCP server, has no file name and
+        // stops with "Nothing to boot". QEMU's BIOS NIC ROMs are iPXE, so
+        // they take this path first.
+        out.push_str(&format!(
+            "dhcp-boot=tag:ipxe,{},,{}\n",
+            self.script_url, self.address
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dhcp: Dhcp) -> Config<'static> {
+        Config {
+            interface: "eth0",
+            address: Ipv4Addr::new(192, 168, 90, 2),
+            netmask: Ipv4Addr::new(255, 255, 255, 0),
+            dhcp,
+            tftp_root: Path::new("/srv/pxe"),
+            lease_file: Path::new("/tmp/leases"),
+            script_url: "http://192.168.90.2:8080/boot.ipxe",
+        }
+    }
+
+    #[test]
+    fn proxy_mode_answers_pxe_only_and_breaks_the_ipxe_loop() {
+        let text = config(Dhcp::Proxy).render();
+        for line in [
+            "port=0",
+            "interface=eth0",
+            "bind-interfaces",
+            "dhcp-range=192.168.90.0,proxy,255.255.255.0",
+            "enable-tftp",
+            "tftp-root=/srv/pxe",
+            "dhcp-userclass=set:ipxe,iPXE",
+            "dhcp-match=set:ipxe,175",
+            "pxe-service=tag:!ipxe,x86PC,\"chaos\",undionly.kpxe",
+            "pxe-service=tag:!ipxe,x86-64_EFI,\"chaos\",ipxe.efi",
+            "pxe-service=tag:!ipxe,BC_EFI,\"chaos\",ipxe.efi",
+            "dhcp-boot=tag:ipxe,http://192.168.90.2:8080/boot.ipxe,,192.168.90.2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+        }
+        assert!(config(Dhcp::Proxy).check().is_ok());
+    }
+
+    #[test]
+    fn a_range_is_parsed_checked_and_served() {
+        let range = parse_range("192.168.90.100-192.168.90.200").unwrap();
+        let text = config(range.clone()).render();
+        assert!(text
+            .lines()
+            .any(|l| l == "dhcp-range=192.168.90.100,192.168.90.200,255.255.255.0,1h"));
+        assert!(!text.contains("proxy"));
+        assert!(config(range).check().is_ok());
+        let outside = parse_range("192.168.91.1-192.168.91.9").unwrap();
+        assert_eq!(
+            config(outside).check().unwrap_err(),
+            "--dhcp: 192.168.91.1 is outside eth0's subnet 192.168.90.0/255.255.255.0"
+        );
+    }
+
+    #[test]
+    fn bad_ranges_say_what_was_expected() {
+        for (text, error) in [
+            ("192.168.90.100", "expected a range START-END"),
+            (
+                "192.168.90.300-192.168.90.1",
+                "start \"192.168.90.300\" is not an IPv4 address",
+            ),
+            (
+                "192.168.90.9-192.168.90.1",
+                "start 192.168.90.9 is after end 192.168.90.1",
+            ),
+        ] {
+            let got = parse_range(text).unwrap_err();
+            assert!(got.contains(error), "{text}: {got}");
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! `cargo xtask pxe`: the PXE tree in build/pxe. TFTP carries only iPXE's
+//! first stages (Debian's ipxe package, BIOS and UEFI x86-64); the boot
+//! script, kernel and initramfs go over HTTP from `netboot serve`. The tree
+//! is flat, which is all the HTTP server will serve.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use netboot::boot::{ARGS, BIOS_FIRST_STAGE, INITRD, KERNEL, SCRIPT, UEFI_FIRST_STAGE};
+use xshell::cmd;
+
+/// Where Debian's ipxe package installs its first stages.
+const IPXE_DIR: &str = "/usr/lib/ipxe";
+
+pub fn default_dir() -> PathBuf {
+    crate::build_dir().join("pxe")
+}
+
+/// Writes the tree for `kernel` and `initrd`, booted with `append`, to
+/// `out`, replacing it whole.
+pub fn build(kernel: &Path, initrd: &Path, append: &str, out: &Path) -> anyhow::Result<()> {
+    let partial = crate::partial(out);
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial)?;
+    let ipxe = Path::new(IPXE_DIR);
+    for (from, name) in [
+        (ipxe.join(BIOS_FIRST_STAGE), BIOS_FIRST_STAGE),
+        // ipxe.efi is a link into /boot there; copy what it points at.
+        (ipxe.join(UEFI_FIRST_STAGE), UEFI_FIRST_STAGE),
+        (kernel.to_path_buf(), KERNEL),
+        (initrd.to_path_buf(), INITRD),
+    ] {
+        copy(&from, &partial.join(name)).with_context(|| {
+            if from.starts_with(IPXE_DIR) {
+                format!("{} (package ipxe; `cargo xtask deps`)", from.display())
+            } else {
+                from.display().to_string()
+            }
+        })?;
+    }
+    // Relative URLs: iPXE resolves them against wherever the script came
+    // from. `netboot serve` answers with an absolute copy of its own.
+    std::fs::write(partial.join(SCRIPT), netboot::boot::ipxe_script("", append))?;
+    std::fs::write(partial.join(ARGS), format!("{append}\n"))?;
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::rename(&partial, out)?;
+    println!(
+        "pxe: {} ({})",
+        out.display(),
+        crate::iso::describe(&sizes(out)?)
+    );
+    Ok(())
+}
+
+/// Copies a file readable by everyone: dnsmasq reads the TFTP tree after
+/// dropping its privileges.
+pub fn copy(from: &Path, to: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o644))?;
+    Ok(())
+}
+
+/// Sizes of the tree's files, by name.
+pub fn sizes(dir: &Path) -> anyhow::Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    for name in [BIOS_FIRST_STAGE, UEFI_FIRST_STAGE, SCRIPT, KERNEL, INITRD] {
+        let size = std::fs::metadata(dir.join(name))
+            .with_context(|| format!("{}/{name}", dir.display()))?
+            .len();
+        out.push((format!("pxe/{name}"), size));
+    }
+    Ok(out)
+}
+
+/// The `netboot` program, built for this host in a target directory of its
+/// own (so building it from inside `cargo test` never waits on cargo's lock).
+pub fn netboot_binary() -> anyhow::Result<PathBuf> {
+    let sh = crate::shell()?;
+    let target_dir = crate::build_dir().join("host-target");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    cmd!(
+        sh,
+        "{cargo} build --quiet --release --locked --target-dir {target_dir} -p netboot"
+    )
+    .run()
+    .context("building netboot")?;
+    Ok(target_dir.join("release/netboot"))
+}
+
+/// `cargo xtask pxe`: the image, then the PXE tree and the unified kernel
+/// image (the single-file UEFI artifact, also bootable over PXE).
+pub fn command(choice: crate::image::KernelChoice) -> anyhow::Result<()> {
+    let (kernel, image) = crate::image::build(&crate::image::default_path(), choice)?;
+    let append = image.root_digest_arg();
+    build(&kernel.vmlinuz, &image.path, &append, &default_dir())?;
+    crate::uki::build(
+        &kernel.vmlinuz,
+        &image.path,
+        &append,
+        &crate::uki::default_path(),
+    )?;
+    Ok(())
+}
+
+/// `cargo xtask netboot ARGS...`: the `netboot` program with ARGS, run from
+/// the workspace so its default tree is build/pxe.
+pub fn netboot(args: &[String]) -> anyhow::Result<()> {
+    let program = netboot_binary()?;
+    let status = std::process::Command::new(&program)
+        .args(args)
+        .current_dir(crate::root())
+        .status()
+        .with_context(|| format!("running {}", program.display()))?;
+    anyhow::ensure!(
+        status.success(),
+        "netboot {} failed ({status})",
+        args.join(" ")
+    );
+    Ok(())
+}

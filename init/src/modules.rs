@@ -18,7 +18,7 @@ use nix::kmod::{finit_module, ModuleInitFlags};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleError {
-    #[error("this image's modules are for kernel {image}, but the running kernel is {running}: boot the kernel the image was built with, or rebuild the image for this one")]
+    #[error("this image was built for kernel {image}, but the running kernel is {running}: boot the kernel the image was built with, or rebuild the image for this one")]
     WrongKernel { image: String, running: String },
     #[error("reading {path}: {source}", path = path.display())]
     Release { path: PathBuf, source: io::Error },
@@ -45,8 +45,9 @@ pub fn load(name: &str, path: &Path) -> Result<bool, ModuleError> {
     }
 }
 
-/// The image's module directory, if the image has modules; an error if they
-/// were built for another kernel than the one running. `root` is `/` on the
+/// The image's module directory, if the image has modules; an error if the
+/// image was built for another kernel than the one running (with modules or,
+/// for a kernel with every driver built in, without). `root` is `/` on the
 /// node.
 pub fn image_dir(root: &Path, running: &str) -> Result<Option<PathBuf>, ModuleError> {
     let record = root.join(KERNEL_RELEASE.trim_start_matches('/'));
@@ -66,7 +67,8 @@ pub fn image_dir(root: &Path, running: &str) -> Result<Option<PathBuf>, ModuleEr
             running: running.to_string(),
         });
     }
-    Ok(Some(root.join("lib/modules").join(running)))
+    let dir = root.join("lib/modules").join(running);
+    Ok(dir.is_dir().then_some(dir))
 }
 
 /// One module that loaded, and how long its finit_module took.
@@ -182,7 +184,7 @@ mod tests {
         let err = image_dir(&root.0, "6.12.0-1-amd64").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "this image's modules are for kernel 6.1.0-56-amd64, but the running kernel is \
+            "this image was built for kernel 6.1.0-56-amd64, but the running kernel is \
              6.12.0-1-amd64: boot the kernel the image was built with, or rebuild the image for this one"
         );
     }
@@ -190,6 +192,9 @@ mod tests {
     #[test]
     fn the_matching_kernel_gets_its_directory_and_no_record_means_no_modules() {
         let root = root_with(Some("6.1.0-56-amd64"));
+        // Recorded but without modules: a kernel with its drivers built in.
+        assert_eq!(image_dir(&root.0, "6.1.0-56-amd64").unwrap(), None);
+        std::fs::create_dir_all(root.0.join("lib/modules/6.1.0-56-amd64")).unwrap();
         assert_eq!(
             image_dir(&root.0, "6.1.0-56-amd64").unwrap(),
             Some(root.0.join("lib/modules/6.1.0-56-amd64"))

@@ -27,6 +27,8 @@ fn building_the_image_twice_gives_the_same_bytes() {
         "sbin/certaintyd",
         "etc/chaos/services/certaintyd",
         "etc/chaos/manifest",
+        // The kernel the image is for, modules or none.
+        "etc/chaos/kernel-release",
     ] {
         assert!(
             names.iter().any(|n| n.ends_with(wanted)),

@@ -110,7 +110,7 @@ fn modules_for_another_kernel_are_refused_naming_both_releases() {
     let release = &fixture().kernel.release;
     vm.expect(
         &format!(
-            "this image's modules are for kernel 5.10.0-99-amd64, but the running kernel is {release}"
+            "this image was built for kernel 5.10.0-99-amd64, but the running kernel is {release}"
         ),
         BOOT_TIMEOUT,
     )

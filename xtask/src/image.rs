@@ -97,6 +97,13 @@ pub fn base_spec(kernel: &Kernel, binaries: &Binaries) -> anyhow::Result<Spec> {
 /// its dependencies. Nothing for a kernel with every driver built in.
 pub fn add_modules(spec: &mut Spec, kernel: &Kernel, nics: &[&str]) -> anyhow::Result<()> {
     let Some(modules) = &kernel.modules else {
+        // Recorded all the same, so init refuses to boot this image on a
+        // kernel that would need modules it does not have.
+        spec.file(
+            mkimage::modules::KERNEL_RELEASE,
+            0o644,
+            format!("{}\n", kernel.release),
+        )?;
         return Ok(());
     };
     let probe: Vec<&str> = PROBE_MODULES.iter().chain(nics).copied().collect();

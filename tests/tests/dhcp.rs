@@ -1,8 +1,8 @@
 //! The node's own DHCP client under QEMU, against dnsmasq in a namespace the
 //! test makes: of two NICs the one with a server gets the lease, which is
-//! renewed, given back at power-off, and asked for again when it runs out.
-//! Virtio NICs only, so these hold on any kernel (the module-loading side is
-//! in modules.rs).
+//! renewed, given back at power-off, and asked for again when it runs out;
+//! an e1000e on QEMU's user network. Virtio and e1000e are in both kernels,
+//! so these hold on either (the module-loading side is in modules.rs).
 
 use chaos_init::service::Restart;
 use chaos_tests::*;
@@ -218,4 +218,32 @@ fn a_lease_that_runs_out_is_given_up_and_a_new_one_acquired() {
         .step();
     // dnsmasq appends to its log: the first lease and the new one.
     lab.expect_logged("DHCPACK(br0) 192.168.99.5", 2);
+}
+
+/// The Intel NIC of most lab PCs of the last decade (e1000e): built into
+/// the custom kernel, probed as a module on Debian's; either way it gets
+/// its lease from QEMU's user network with no ip= at all.
+#[test]
+fn an_e1000e_gets_its_lease_from_qemus_user_network() {
+    let image = test_image("dhcp-e1000e", &[probe()]);
+    let mut config = config(&image, "");
+    config.qemu_args = [
+        "-netdev",
+        "user,id=n0,hostname=drone8,domainname=lab.test",
+        "-device",
+        "e1000e,netdev=n0",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut vm = boot(&config);
+    for line in [
+        "init: dhcp: eth0: bound to 10.0.2.15/24 from 10.0.2.2",
+        "init: ready: drone8 as pid 1",
+        "probe: hostname=drone8",
+        "inet 10.0.2.15/24",
+        "probe: default via 10.0.2.2 dev eth0",
+        "init: service probe exited with status 0",
+    ] {
+        vm.expect(line, BOOT_TIMEOUT).step();
+    }
 }

@@ -84,7 +84,9 @@ fn cargo_test(args: &[&str], kernel: Option<&str>, totals: &mut Totals) -> anyho
     command
         .arg("test")
         .args(args)
-        .arg("--locked")
+        // Every test binary runs even after one fails, so a run reports
+        // everything that is broken and the totals cover the whole suite.
+        .args(["--locked", "--no-fail-fast"])
         .current_dir(crate::root())
         .stdout(Stdio::piped());
     if let Some(kernel) = kernel {

@@ -205,13 +205,14 @@ impl<S: Read + Write + AsFd> Channel<S> {
         !self.output.is_empty()
     }
 
-    /// The poll(2) events this channel waits for.
-    pub fn events(&self) -> PollFlags {
+    /// What poll(2) should wait on for this channel: input always, room to
+    /// write while output is queued.
+    pub fn poll_fd(&self) -> PollFd<'_> {
         let mut events = PollFlags::POLLIN;
         if self.wants_write() {
             events |= PollFlags::POLLOUT;
         }
-        events
+        PollFd::new(self.stream.as_fd(), events)
     }
 
     /// Blocks until `deadline` for the next raw frame.
@@ -251,7 +252,7 @@ impl<S: Read + Write + AsFd> Channel<S> {
 
     fn wait(&self, deadline: Instant) -> Result<(), ChannelError> {
         let timeout = timeout_until(deadline).ok_or(ChannelError::TimedOut)?;
-        let mut fds = [PollFd::new(self.stream.as_fd(), self.events())];
+        let mut fds = [self.poll_fd()];
         match poll(&mut fds, timeout) {
             Ok(0) => Err(ChannelError::TimedOut),
             Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),

@@ -335,7 +335,7 @@ impl<'a> Drone<'a> {
             let session_index = match &self.state {
                 State::Joined(session) => {
                     let channel = &session.channel;
-                    fds.push(PollFd::new(channel.stream().as_fd(), channel.events()));
+                    fds.push(channel.poll_fd());
                     Some(fds.len() - 1)
                 }
                 _ => None,
@@ -347,7 +347,7 @@ impl<'a> Drone<'a> {
             let first_client = fds.len();
             for token in &client_tokens {
                 let channel = &self.clients[token].channel;
-                fds.push(PollFd::new(channel.stream().as_fd(), channel.events()));
+                fds.push(channel.poll_fd());
             }
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}

@@ -212,11 +212,11 @@ impl<'a> Head<'a> {
             }
             for token in &conn_tokens {
                 let channel = &self.conns[token].channel;
-                fds.push(PollFd::new(channel.stream().as_fd(), channel.events()));
+                fds.push(channel.poll_fd());
             }
             for token in &client_tokens {
                 let channel = &self.clients[token].channel;
-                fds.push(PollFd::new(channel.stream().as_fd(), channel.events()));
+                fds.push(channel.poll_fd());
             }
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}

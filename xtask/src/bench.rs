@@ -183,8 +183,8 @@ pub fn run(sh: &Shell, boots: usize) -> anyhow::Result<()> {
 }
 
 /// The median time from the kernel's hand-off to PID 1 until `init: ready`
-/// over `boots` boots on QEMU's user network, from printk timestamps (guest
-/// time, so host load matters less); None for zero boots.
+/// over `boots` boots on QEMU's user network (guest time, see
+/// [`guest_time_to`]); None for zero boots.
 fn handoff(kernel: &Kernel, image: &Written, boots: usize) -> anyhow::Result<Option<Duration>> {
     let mut handoffs = Vec::new();
     for boot in 1..=boots {
@@ -193,9 +193,7 @@ fn handoff(kernel: &Kernel, image: &Written, boots: usize) -> anyhow::Result<Opt
             image.root_digest_arg()
         );
         let mut vm = Vm::start(&Config::new(&kernel.vmlinuz, &image.path, &append).user_net())?;
-        let run = vm.expect("Run /init as init process", Duration::from_secs(120))?;
-        let ready = vm.expect("init: ready", Duration::from_secs(60))?;
-        let handoff = timestamp(&ready)? - timestamp(&run)?;
+        let handoff = guest_time_to(&mut vm, "init: ready")?;
         let phases: Vec<String> = vm
             .console()
             .lines()
@@ -205,14 +203,25 @@ fn handoff(kernel: &Kernel, image: &Written, boots: usize) -> anyhow::Result<Opt
             })
             .collect();
         println!(
-            "bench: {} boot {boot}/{boots}: hand-off to ready {:.0} ms (phases: {})",
+            "bench: {} boot {boot}/{boots}: hand-off to ready {} ms (phases: {})",
             kernel.release,
-            handoff * 1000.0,
+            handoff.as_millis(),
             phases.join(", ")
         );
-        handoffs.push(Duration::from_secs_f64(handoff));
+        handoffs.push(handoff);
     }
     Ok((!handoffs.is_empty()).then(|| median(&mut handoffs)))
+}
+
+/// Guest time from the kernel handing over to /init until the console
+/// prints `line`, from printk timestamps (so host load matters less).
+pub fn guest_time_to(vm: &mut Vm, line: &str) -> anyhow::Result<Duration> {
+    let run = vm.expect("Run /init as init process", Duration::from_secs(120))?;
+    let seen = vm
+        .expect(line, Duration::from_secs(120))
+        .with_context(|| format!("waiting for {line:?}"))?;
+    let seconds = timestamp(&seen)? - timestamp(&run)?;
+    Ok(Duration::from_secs_f64(seconds.max(0.0)))
 }
 
 /// certaintyd's cost: full verification passes over the unpacked default

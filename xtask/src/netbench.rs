@@ -5,8 +5,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context;
-
 use crate::image;
 use crate::kernel::Kernel;
 use crate::node::Binaries;
@@ -63,10 +61,5 @@ pub fn handoff_to_lease(
         .map(String::from)
         .to_vec();
     let mut vm = Vm::start(&config)?;
-    let run = vm.expect("Run /init as init process", Duration::from_secs(120))?;
-    let bound = vm
-        .expect("init: dhcp: eth0: bound to", Duration::from_secs(120))
-        .context("waiting for the lease")?;
-    let seconds = crate::bench::timestamp(&bound)? - crate::bench::timestamp(&run)?;
-    Ok(Duration::from_secs_f64(seconds.max(0.0)))
+    crate::bench::guest_time_to(&mut vm, "init: dhcp: eth0: bound to")
 }

@@ -78,7 +78,9 @@ pub fn control_plane_scale(tyd: &Path, nodes: usize) -> anyhow::Result<ScaleRepo
         .port();
     let head_address = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
     let mut head = Command::new(tyd)
-        .args(["serve", "--control-plane-only", "--hostname", "bench-head"])
+        // On loopback, and never beaconing onto the host's LANs.
+        .args(["serve", "--control-plane-only", "--no-beacon"])
+        .args(["--hostname", "bench-head"])
         .arg("--dir")
         .arg(&keys)
         .arg("--socket")
@@ -95,7 +97,7 @@ pub fn control_plane_scale(tyd: &Path, nodes: usize) -> anyhow::Result<ScaleRepo
         let (stop, stop_writer) = nix::unistd::pipe()?;
         let start_drone = |i: usize| {
             let config = DroneConfig {
-                head: head_address,
+                head: Some(head_address),
                 cluster: cluster.clone(),
                 node_key: Keypair::generate().expect("a key"),
                 hostname: format!("sim{i}"),

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-//! A drone: joins the head over the LAN, brings up its overlay, moves its
-//! session inside WireGuard, heartbeats, follows membership pushes, and
-//! rejoins by itself whenever the session ends (head restart, network
-//! trouble), with backoff and jitter so a restarted head is not stampeded.
+//! A drone: finds the head (given, or by its signed beacon), joins it over
+//! the LAN, brings up its overlay, moves its session inside WireGuard,
+//! heartbeats, follows membership pushes, and rejoins by itself whenever the
+//! session ends (head restart, network trouble), with backoff and jitter so
+//! a restarted head is not stampeded.
 //!
 //! The handshake is blocking with a deadline; the session is driven by
 //! poll(2) together with the control socket and the stop signal.
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use crate::beacon::{self, BEACON_PORT};
 use crate::channel::{timeout_until, Channel, ChannelError};
 use crate::control::{self, Client};
 use crate::dataplane::{Dataplane, Interface, Mesh};
@@ -34,8 +36,9 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct DroneConfig {
-    /// The head's join address on the LAN.
-    pub head: SocketAddrV4,
+    /// The head's join address on the LAN; `None` to listen for the
+    /// head's beacon.
+    pub head: Option<SocketAddrV4>,
     pub cluster: ClusterIdentity,
     pub node_key: Keypair,
     pub hostname: String,
@@ -65,7 +68,7 @@ pub enum JoinError {
     Unanswered(SocketAddr),
     #[error("{0}: {1}")]
     Protocol(SocketAddr, String),
-    #[error("the head refused us: {0:?}")]
+    #[error("the head refused us: {0}")]
     Refused(Refusal),
 }
 
@@ -73,6 +76,8 @@ pub enum JoinError {
 struct Session {
     channel: Channel<TcpStream>,
     welcome: Welcome,
+    /// The head's LAN address this session was joined through.
+    head: SocketAddrV4,
 }
 
 enum State {
@@ -87,6 +92,10 @@ enum State {
 
 pub struct Drone<'a> {
     config: DroneConfig,
+    /// Where the head is, as far as this drone knows.
+    head: Option<SocketAddrV4>,
+    /// Beacons, when the head was not given: how it is found and followed.
+    beacons: Option<beacon::Listener>,
     dataplane: &'a mut dyn Dataplane,
     control: Option<UnixListener>,
     wireguard: Keypair,
@@ -107,7 +116,13 @@ impl<'a> Drone<'a> {
         dataplane: &'a mut dyn Dataplane,
         control: Option<UnixListener>,
     ) -> anyhow::Result<Self> {
+        let beacons = match config.head {
+            Some(_) => None,
+            None => Some(beacon::Listener::bind(BEACON_PORT, &config.cluster)?),
+        };
         Ok(Self {
+            head: config.head,
+            beacons,
             config,
             dataplane,
             control,
@@ -129,16 +144,22 @@ impl<'a> Drone<'a> {
 
     /// Runs until `stop` becomes readable, then leaves the cluster.
     pub fn run(&mut self, stop: Option<BorrowedFd<'_>>) -> anyhow::Result<()> {
-        info(format!(
-            "node {} key fingerprint {}; joining head {}",
-            self.config.hostname,
-            fingerprint(&self.config.node_key.public),
-            self.config.head
-        ));
+        let fp = fingerprint(&self.config.node_key.public);
+        match self.head {
+            Some(head) => info(format!(
+                "node {} key fingerprint {fp}; joining head {head}",
+                self.config.hostname
+            )),
+            None => info(format!(
+                "node {} key fingerprint {fp}; no head address given: listening for \
+                 the head's beacon on UDP port {BEACON_PORT}",
+                self.config.hostname
+            )),
+        }
         loop {
-            if let State::Joining { at, backoff } = self.state {
-                if Instant::now() >= at {
-                    self.join(backoff);
+            if let (State::Joining { at, backoff }, Some(head)) = (&self.state, self.head) {
+                if Instant::now() >= *at {
+                    self.join(head, *backoff);
                 }
             }
             if self.turn(stop)? {
@@ -207,16 +228,20 @@ impl<'a> Drone<'a> {
             .map_err(channel_error)?;
         let bytes = channel.message_by(deadline).map_err(channel_error)?;
         match ToDrone::decode(&bytes).map_err(|e| protocol(e.to_string()))? {
-            ToDrone::Welcome(welcome) => Ok(Session { channel, welcome }),
+            ToDrone::Welcome(welcome) => Ok(Session {
+                channel,
+                welcome,
+                head: target,
+            }),
             other => Err(protocol(format!("expected a welcome, got {other:?}"))),
         }
     }
 
     /// Joins over the LAN, sets up the overlay, and (with an overlay) moves
     /// the session into it. On failure, schedules the next try.
-    fn join(&mut self, backoff: Duration) {
+    fn join(&mut self, head: SocketAddrV4, backoff: Duration) {
         let started = Instant::now();
-        match self.try_join() {
+        match self.try_join(head) {
             Ok(session) => {
                 info(format!(
                     "joined as node {} with overlay address {}/{} ({} peers) in {} ms",
@@ -263,9 +288,9 @@ impl<'a> Drone<'a> {
         }
     }
 
-    fn try_join(&mut self) -> anyhow::Result<Session> {
-        let lan = self.connect(self.config.head)?;
-        self.apply_welcome(&lan.welcome)?;
+    fn try_join(&mut self, head: SocketAddrV4) -> anyhow::Result<Session> {
+        let lan = self.connect(head)?;
+        self.apply_welcome(&lan.welcome, head)?;
         if !self.config.session_over_overlay {
             return Ok(lan);
         }
@@ -277,14 +302,15 @@ impl<'a> Drone<'a> {
             .map(|p| p.overlay)
             .context("the welcome lists no head")?;
         drop(lan);
-        let session = self
+        let mut session = self
             .connect(SocketAddrV4::new(head_overlay, JOIN_PORT))
             .context("moving the session into the overlay")?;
-        self.apply_welcome(&session.welcome)?;
+        session.head = head;
+        self.apply_welcome(&session.welcome, head)?;
         Ok(session)
     }
 
-    fn apply_welcome(&mut self, welcome: &Welcome) -> anyhow::Result<()> {
+    fn apply_welcome(&mut self, welcome: &Welcome, head: SocketAddrV4) -> anyhow::Result<()> {
         let interface = Interface {
             overlay: welcome.overlay,
             prefix_len: welcome.prefix_len,
@@ -299,23 +325,16 @@ impl<'a> Drone<'a> {
             .members
             .iter()
             .cloned()
-            .map(|peer| self.with_head_endpoint(peer, welcome.head_wireguard_port))
+            .map(|peer| with_head_endpoint(peer, head, welcome.head_wireguard_port))
             .collect();
         self.mesh.replace(self.dataplane, welcome.id, members)
-    }
-
-    /// The head's entry has no endpoint: it is the address we joined.
-    fn with_head_endpoint(&self, mut peer: crate::proto::Peer, port: u16) -> crate::proto::Peer {
-        if peer.id == crate::membership::HEAD_ID {
-            peer.endpoint = Some(SocketAddrV4::new(*self.config.head.ip(), port));
-        }
-        peer
     }
 
     /// One poll over the session, the control socket and `stop`.
     fn turn(&mut self, stop: Option<BorrowedFd<'_>>) -> anyhow::Result<bool> {
         let wake = match &self.state {
-            State::Joining { at, .. } => *at,
+            State::Joining { at, .. } if self.head.is_some() => *at,
+            State::Joining { .. } => Instant::now() + Duration::from_secs(3600),
             State::Joined(_) => self.next_heartbeat,
             State::Removed => Instant::now() + Duration::from_secs(3600),
         };
@@ -326,7 +345,7 @@ impl<'a> Drone<'a> {
             .fold(wake, Instant::min);
         let timeout = timeout_until(wake).unwrap_or(PollTimeout::ZERO);
         let client_tokens: Vec<u64> = self.clients.keys().copied().collect();
-        let (stopping, session_ready, control_ready, ready_clients) = {
+        let (stopping, session_ready, control_ready, beacon_ready, ready_clients) = {
             let mut fds = Vec::new();
             let stop_index = stop.map(|fd| {
                 fds.push(PollFd::new(fd, PollFlags::POLLIN));
@@ -342,6 +361,10 @@ impl<'a> Drone<'a> {
             };
             let control_index = self.control.as_ref().map(|c| {
                 fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+                fds.len() - 1
+            });
+            let beacon_index = self.beacons.as_ref().map(|b| {
+                fds.push(PollFd::new(b.as_fd(), PollFlags::POLLIN));
                 fds.len() - 1
             });
             let first_client = fds.len();
@@ -367,6 +390,7 @@ impl<'a> Drone<'a> {
                 ready(stop_index),
                 ready(session_index),
                 ready(control_index),
+                ready(beacon_index),
                 clients,
             )
         };
@@ -382,6 +406,9 @@ impl<'a> Drone<'a> {
         }
         for token in ready_clients {
             self.serve_client(token);
+        }
+        if beacon_ready {
+            self.beacon(now);
         }
         if session_ready || now >= self.next_heartbeat {
             if let Err(error) = self.session(now) {
@@ -437,10 +464,10 @@ impl<'a> Drone<'a> {
                 let State::Joined(session) = &self.state else {
                     return Ok(());
                 };
-                let port = session.welcome.head_wireguard_port;
+                let (head, port) = (session.head, session.welcome.head_wireguard_port);
                 let changed = changed
                     .into_iter()
-                    .map(|p| self.with_head_endpoint(p, port))
+                    .map(|p| with_head_endpoint(p, head, port))
                     .collect();
                 let before = self.mesh.len();
                 self.mesh
@@ -469,6 +496,27 @@ impl<'a> Drone<'a> {
             ToDrone::Welcome(_) => anyhow::bail!("a second welcome in one session"),
         }
         Ok(())
+    }
+
+    /// Beacons heard: the head found, or found somewhere new. A drone
+    /// still joining tries the new address at once; a joined one keeps its
+    /// session and uses the address the next time it joins.
+    fn beacon(&mut self, now: Instant) {
+        let Some(found) = self.beacons.as_mut().and_then(beacon::Listener::receive) else {
+            return;
+        };
+        match self.head {
+            Some(known) if known == found => return,
+            Some(known) => info(format!("the head's beacon now names {found} (was {known})")),
+            None => info(format!("found head {found} by its beacon")),
+        }
+        self.head = Some(found);
+        if let State::Joining { .. } = self.state {
+            self.state = State::Joining {
+                at: now,
+                backoff: FIRST_BACKOFF,
+            };
+        }
     }
 
     fn session_lost(&mut self, error: anyhow::Error) {
@@ -511,10 +559,12 @@ impl<'a> Drone<'a> {
             (State::Removed, Request::Nodes) => {
                 Response::Failed("this node was removed from the cluster".into())
             }
-            (State::Joining { .. }, Request::Nodes) => Response::Failed(format!(
-                "not joined yet (head {}): {}",
-                self.config.head, self.last_error
-            )),
+            (State::Joining { .. }, Request::Nodes) => Response::Failed(match self.head {
+                Some(head) => format!("not joined yet (head {head}): {}", self.last_error),
+                None => format!(
+                    "not joined yet: no beacon from the head heard yet on UDP port {BEACON_PORT}"
+                ),
+            }),
             (_, _) => {
                 Response::Failed("membership changes are made on the head: run this there".into())
             }
@@ -535,6 +585,18 @@ impl<'a> Drone<'a> {
         }
         self.dataplane.teardown();
     }
+}
+
+/// The head's entry has no endpoint: it is the address we joined.
+fn with_head_endpoint(
+    mut peer: crate::proto::Peer,
+    head: SocketAddrV4,
+    port: u16,
+) -> crate::proto::Peer {
+    if peer.id == crate::membership::HEAD_ID {
+        peer.endpoint = Some(SocketAddrV4::new(*head.ip(), port));
+    }
+    peer
 }
 
 /// `base` plus up to half of it again, at random, so that drones restarted

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use crate::beacon;
 use crate::channel::{timeout_until, Channel, ChannelError};
 use crate::control::{self, Client};
 use crate::dataplane::{Dataplane, Interface, Mesh};
@@ -42,6 +43,9 @@ pub struct HeadConfig {
     pub listen: SocketAddrV4,
     pub wireguard_port: u16,
     pub hostname: String,
+    /// How often to beacon on the LAN for drones that know no head
+    /// address; `None` for no beacons.
+    pub beacon: Option<Duration>,
 }
 
 enum Phase {
@@ -103,6 +107,7 @@ pub struct Head<'a> {
     changed: Vec<Peer>,
     gone: Vec<u32>,
     next_sample: Instant,
+    beacon: Option<beacon::Sender>,
 }
 
 impl<'a> Head<'a> {
@@ -139,6 +144,18 @@ impl<'a> Head<'a> {
         if let Some(control) = &control {
             control.set_nonblocking(true)?;
         }
+        let beacon = config
+            .beacon
+            .map(|interval| {
+                beacon::Sender::new(
+                    identity.beacon_key(),
+                    identity.keypair.public,
+                    config.listen,
+                    beacon::BEACON_PORT,
+                    interval,
+                )
+            })
+            .transpose()?;
         Ok(Self {
             identity,
             config,
@@ -156,6 +173,7 @@ impl<'a> Head<'a> {
             changed: Vec::new(),
             gone: Vec::new(),
             next_sample: now,
+            beacon,
         })
     }
 
@@ -194,6 +212,7 @@ impl<'a> Head<'a> {
             .filter(|c| !matches!(c.phase, Phase::Member(_)))
             .map(|c| c.deadline)
             .chain(self.clients.values().map(|c| c.deadline))
+            .chain(self.beacon.as_ref().map(beacon::Sender::due))
             .fold(tick, Instant::min);
         let timeout = timeout_until(deadline).unwrap_or(PollTimeout::ZERO);
 
@@ -600,6 +619,12 @@ impl<'a> Head<'a> {
             self.dropped(token, conn, what, now);
         }
         self.clients.retain(|_, c| now < c.deadline);
+        if self.membership.window_closed(now) {
+            info("enrollment window closed: new nodes are refused again");
+        }
+        if let Some(beacon) = &mut self.beacon {
+            beacon.send(now);
+        }
         for id in self.membership.expire(now) {
             info(format!("node {id} expired (no heartbeat)"));
             if let Some(token) = self.sessions.remove(&id) {

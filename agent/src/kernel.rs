@@ -14,8 +14,14 @@ pub const INTERFACE: &str = "wg0";
 /// Which ports a node's firewall opens besides WireGuard's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    Head { join_port: u16 },
-    Drone,
+    Head {
+        join_port: u16,
+    },
+    /// A drone that found its head by beacon keeps listening for beacons,
+    /// in case the head comes back elsewhere.
+    Drone {
+        beacon_port: Option<u16>,
+    },
 }
 
 pub struct Kernel {
@@ -55,7 +61,11 @@ impl Dataplane for Kernel {
             wireguard_port: interface.listen_port,
             join_port: match self.role {
                 Role::Head { join_port } => Some(join_port),
-                Role::Drone => None,
+                Role::Drone { .. } => None,
+            },
+            beacon_port: match self.role {
+                Role::Head { .. } => None,
+                Role::Drone { beacon_port } => beacon_port,
             },
         })?;
         self.wireguard.create()?;

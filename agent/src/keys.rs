@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 //! Keys and the files that hold them: the head's static key pair and the
-//! cluster key (made once by `tyd init`), a node's own key (made in RAM at
-//! boot), fingerprints, and the Noise handshake states built from them.
+//! cluster key (made once by `tyd init`), the head's beacon signing key
+//! (derived from its static key), a node's own key (made in RAM at boot),
+//! fingerprints, and the Noise handshake states built from them.
 //!
 //! Secret files are created 0600 and never overwritten: losing the head key
 //! means re-imaging every drone, so `init` refuses to replace one.
@@ -17,6 +18,8 @@ use crate::proto::{NOISE_PATTERN, PROLOGUE};
 
 pub const HEAD_KEY: &str = "head.key";
 pub const HEAD_PUB: &str = "head.pub";
+/// The public half of the head's beacon signing key, which drones pin.
+pub const BEACON_PUB: &str = "beacon.pub";
 pub const CLUSTER_KEY: &str = "cluster.key";
 pub const NODE_KEY: &str = "node.key";
 /// The head's LAN address baked into a drone image (optional): `addr[:port]`.
@@ -176,12 +179,23 @@ pub struct HeadIdentity {
     pub cluster_key: [u8; 32],
 }
 
-/// What every drone carries in its image: the head's public key and the
-/// cluster key.
+/// What every drone carries in its image: the head's public key, the
+/// public half of its beacon key, and the cluster key.
 #[derive(Debug, Clone)]
 pub struct ClusterIdentity {
     pub head_public: [u8; 32],
+    pub beacon_public: [u8; 32],
     pub cluster_key: [u8; 32],
+}
+
+/// The head's beacon signing key. X25519 keys cannot sign, so the head
+/// signs with an Ed25519 key derived from its static private key: one
+/// secret to guard and back up, and `tyd init` can publish the public half.
+pub fn beacon_key(head_private: &[u8; 32]) -> ed25519_dalek::SigningKey {
+    let mut hash = Sha256::new();
+    hash.update(b"chaos tyd beacon signing key 1\0");
+    hash.update(head_private);
+    ed25519_dalek::SigningKey::from_bytes(&hash.finalize().into())
 }
 
 /// Creates a new cluster identity in `dir`; the files it wrote, in order.
@@ -190,7 +204,7 @@ pub fn init(dir: &Path) -> Result<Vec<PathBuf>, KeyError> {
         path: dir.into(),
         source,
     })?;
-    let paths = [HEAD_KEY, HEAD_PUB, CLUSTER_KEY].map(|name| dir.join(name));
+    let paths = [HEAD_KEY, HEAD_PUB, BEACON_PUB, CLUSTER_KEY].map(|name| dir.join(name));
     if let Some(existing) = paths.iter().find(|p| p.exists()) {
         return Err(KeyError::Exists {
             path: existing.clone(),
@@ -200,7 +214,9 @@ pub fn init(dir: &Path) -> Result<Vec<PathBuf>, KeyError> {
     let cluster_key = random::<32>()?;
     write_new(&paths[0], &head.private, 0o600)?;
     write_new(&paths[1], &head.public, 0o644)?;
-    write_new(&paths[2], &cluster_key, 0o600)?;
+    let beacon = beacon_key(&head.private).verifying_key().to_bytes();
+    write_new(&paths[2], &beacon, 0o644)?;
+    write_new(&paths[3], &cluster_key, 0o600)?;
     Ok(paths.to_vec())
 }
 
@@ -211,12 +227,17 @@ impl HeadIdentity {
             cluster_key: read_key(&dir.join(CLUSTER_KEY))?,
         })
     }
+
+    pub fn beacon_key(&self) -> ed25519_dalek::SigningKey {
+        beacon_key(&self.keypair.private)
+    }
 }
 
 impl ClusterIdentity {
     pub fn load(dir: &Path) -> Result<Self, KeyError> {
         Ok(Self {
             head_public: read_key(&dir.join(HEAD_PUB))?,
+            beacon_public: read_key(&dir.join(BEACON_PUB))?,
             cluster_key: read_key(&dir.join(CLUSTER_KEY))?,
         })
     }
@@ -296,14 +317,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tyd-keys-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let written = init(&dir).unwrap();
-        assert_eq!(written.len(), 3);
+        assert_eq!(written.len(), 4);
         let mode = |name| fs::metadata(dir.join(name)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(HEAD_KEY), 0o600);
         assert_eq!(mode(CLUSTER_KEY), 0o600);
         assert_eq!(mode(HEAD_PUB), 0o644);
+        assert_eq!(mode(BEACON_PUB), 0o644);
         let head = HeadIdentity::load(&dir).unwrap();
         let cluster = ClusterIdentity::load(&dir).unwrap();
         assert_eq!(head.keypair.public, cluster.head_public);
+        assert_eq!(
+            head.beacon_key().verifying_key().to_bytes(),
+            cluster.beacon_public
+        );
         assert!(matches!(init(&dir), Err(KeyError::Exists { .. })));
         fs::write(dir.join(HEAD_PUB), "nonsense\n").unwrap();
         let error = ClusterIdentity::load(&dir).unwrap_err().to_string();

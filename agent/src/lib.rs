@@ -3,6 +3,7 @@
 //! messages are defined in [`proto`] and nowhere else), membership,
 //! WireGuard and nftables over netlink, and the status verbs.
 
+pub mod beacon;
 pub mod bench;
 pub mod channel;
 pub mod codec;

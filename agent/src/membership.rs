@@ -410,6 +410,16 @@ impl Membership {
         stale
     }
 
+    /// True once, on the first call after an open enrollment window has
+    /// closed: the head says so in its log.
+    pub fn window_closed(&mut self, now: Instant) -> bool {
+        let closed = self.window_until.is_some_and(|until| now >= until);
+        if closed {
+            self.window_until = None;
+        }
+        closed
+    }
+
     /// `tyd remove`: forgets the node named by id, hostname, overlay address
     /// or fingerprint, and refuses its key from now on. Returns its id and
     /// whether it was up.
@@ -721,7 +731,10 @@ mod tests {
         );
         m.enroll(Duration::from_secs(60), now).unwrap();
         let id = admit(&mut m, [3; 32], 2, now);
+        assert!(!m.window_closed(now + Duration::from_secs(59)));
         let later = now + Duration::from_secs(61);
+        assert!(m.window_closed(later));
+        assert!(!m.window_closed(later), "closing is reported once");
         assert_eq!(
             m.check_hello(&[4; 32], &hello(1, "e"), None, later),
             Verdict::Refuse(Refusal::WindowClosed)

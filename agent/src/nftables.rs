@@ -52,6 +52,8 @@ pub struct Params {
     pub wireguard_port: u16,
     /// The head's join port; `None` on drones.
     pub join_port: Option<u16>,
+    /// The beacon port, on a drone that looks for its head by beacon.
+    pub beacon_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +143,9 @@ pub fn ruleset(params: &Params) -> Vec<Chain> {
         ));
         if let Some(port) = params.join_port {
             input.push(rule(vec![TcpDestination(port)], Verdict::Accept));
+        }
+        if let Some(port) = params.beacon_port {
+            input.push(rule(vec![UdpDestination(port)], Verdict::Accept));
         }
         input.push(rule(
             vec![IcmpEchoRequest, Limit(ICMP_RATE)],
@@ -541,6 +546,7 @@ mod tests {
             interface: "wg0".into(),
             wireguard_port: 51820,
             join_port,
+            beacon_port: None,
         }
     }
 
@@ -578,6 +584,12 @@ mod tests {
             })
             .collect();
         assert!(tcp_ports.is_empty(), "a drone opens no TCP port on the LAN");
+        assert!(!accepts(input(&drone), &Match::UdpDestination(7701)));
+        let listening = ruleset(&Params {
+            beacon_port: Some(7701),
+            ..params(Scope::Node, None)
+        });
+        assert!(accepts(input(&listening), &Match::UdpDestination(7701)));
         assert!(head.iter().any(|c| c.name == "forward"));
         assert!(head.iter().any(|c| c.name == "prerouting"));
     }

@@ -47,15 +47,19 @@ pub enum Answer {
     Refused(Refusal),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    #[error("waiting for the administrator's approval")]
     /// Admission policy `approve`: waiting for `tyd approve <fingerprint>`.
     AwaitingApproval,
     /// Admission policy `window`, and no enrollment window is open.
+    #[error("no enrollment window is open (on the head: `tyd enroll --for 15m`)")]
     WindowClosed,
     /// `tyd remove` removed this node key; a reboot brings a new one.
+    #[error("this node was removed with `tyd remove`")]
     Removed,
     /// No overlay address is left in the head's range.
+    #[error("no overlay address is left in the head's range")]
     Full,
 }
 

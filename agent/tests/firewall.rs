@@ -86,6 +86,7 @@ fn params(scope: Scope) -> Params {
         interface: "wg0".into(),
         wireguard_port: WIREGUARD_PORT,
         join_port: Some(JOIN_PORT),
+        beacon_port: None,
     }
 }
 

@@ -17,45 +17,8 @@ use nix::sys::signal::Signal;
 
 const HEAD: &str = "192.168.77.1";
 
-fn head_args<'a>(keys: &'a str, socket: &'a str) -> Vec<&'a str> {
-    vec![
-        "serve",
-        "--dir",
-        keys,
-        "--control-plane-only",
-        "--socket",
-        socket,
-        "--heartbeat",
-        "200ms",
-        "--expire-after",
-        "1500ms",
-        "--hostname",
-        "head",
-    ]
-}
-
-fn start_drone(lab: &mut Lab, ns: &str, name: &str, keys: &str) -> usize {
-    let state = lab.dir.join(format!("{name}.state"));
-    let socket = lab.socket(name);
-    lab.spawn(
-        ns,
-        name,
-        &[
-            "join",
-            "-m",
-            HEAD,
-            "--dir",
-            keys,
-            "--state",
-            state.to_str().unwrap(),
-            "--control-plane-only",
-            "--socket",
-            socket.to_str().unwrap(),
-            "--hostname",
-            name,
-        ],
-    )
-}
+/// Fast heartbeats and expiry, so that the test waits seconds, not minutes.
+const TIMING: &[&str] = &["--heartbeat", "200ms", "--expire-after", "1500ms"];
 
 fn names(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
@@ -65,16 +28,15 @@ fn names(list: &[&str]) -> Vec<String> {
 fn drones_join_expire_leave_and_rejoin_a_restarted_head() {
     let mut lab = Lab::new("life");
     let keys = lab.init("keys");
-    let keys = keys.to_str().unwrap().to_string();
     let head_ns = lab.node(1);
     let head_socket = lab.socket("head");
     let socket = head_socket.to_str().unwrap().to_string();
-    let head = lab.spawn(&head_ns, "head", &head_args(&keys, &socket));
+    let head = lab.head(&head_ns, "head", &keys, TIMING);
     let mut drones = Vec::new();
     for i in 1..=4u8 {
         let ns = lab.node(10 + i);
         let name = format!("drone{i}");
-        drones.push(start_drone(&mut lab, &ns, &name, &keys));
+        drones.push(lab.drone(&ns, &name, &keys, Some(HEAD)));
     }
     let everyone = names(&["drone1", "drone2", "drone3", "drone4", "head"]);
     lab.wait(
@@ -128,7 +90,7 @@ fn drones_join_expire_leave_and_rejoin_a_restarted_head() {
 
     // A restarted head knows nobody; the drones come back by themselves.
     lab.signal(head, Signal::SIGTERM);
-    lab.spawn(&head_ns, "head2", &head_args(&keys, &socket));
+    lab.head(&head_ns, "head2", &keys, TIMING);
     lab.wait(
         "drones 1 and 2 back on the new head",
         || hosts_in(&head_socket, State::Up) == names(&["drone1", "drone2", "head"]),
@@ -180,13 +142,11 @@ fn frame(bytes: &[u8]) -> Vec<u8> {
 fn hostile_input_is_rejected_while_members_keep_working() {
     let mut lab = Lab::new("hostile");
     let keys = lab.init("keys");
-    let keys_str = keys.to_str().unwrap().to_string();
     let head_ns = lab.node(1);
     let head_socket = lab.socket("head");
-    let socket = head_socket.to_str().unwrap().to_string();
-    lab.spawn(&head_ns, "head", &head_args(&keys_str, &socket));
+    lab.head(&head_ns, "head", &keys, TIMING);
     let good_ns = lab.node(11);
-    start_drone(&mut lab, &good_ns, "good", &keys_str);
+    lab.drone(&good_ns, "good", &keys, Some(HEAD));
     lab.wait(
         "the good drone up",
         || state_of(&head_socket, "good") == Some(State::Up),
@@ -197,10 +157,12 @@ fn hostile_input_is_rejected_while_members_keep_working() {
     let other = lab.init("other");
     let wrong = lab.dir.join("wrong");
     std::fs::create_dir_all(&wrong).unwrap();
-    std::fs::copy(keys.join(keys::HEAD_PUB), wrong.join(keys::HEAD_PUB)).unwrap();
+    for public in [keys::HEAD_PUB, keys::BEACON_PUB] {
+        std::fs::copy(keys.join(public), wrong.join(public)).unwrap();
+    }
     std::fs::copy(other.join(keys::CLUSTER_KEY), wrong.join(keys::CLUSTER_KEY)).unwrap();
     let wrong_ns = lab.node(12);
-    start_drone(&mut lab, &wrong_ns, "wrongkey", wrong.to_str().unwrap());
+    lab.drone(&wrong_ns, "wrongkey", &wrong, Some(HEAD));
     lab.wait(
         "the head to reject the wrong cluster key",
         || lab.log("head").contains("rejected 192.168.77.12"),
@@ -259,7 +221,7 @@ fn hostile_input_is_rejected_while_members_keep_working() {
     // The member never noticed, and the head still admits new drones.
     assert_eq!(state_of(&head_socket, "good"), Some(State::Up));
     let late_ns = lab.node(13);
-    start_drone(&mut lab, &late_ns, "late", &keys_str);
+    lab.drone(&late_ns, "late", &keys, Some(HEAD));
     lab.wait(
         "a drone joining after the attacks",
         || hosts_in(&head_socket, State::Up) == names(&["good", "head", "late"]),

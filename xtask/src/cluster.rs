@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use chaos_agent::keys::{self, ClusterIdentity, HeadIdentity};
-use chaos_agent::keys::{CLUSTER_KEY, HEAD_ADDRESS, HEAD_KEY, HEAD_PUB};
+use chaos_agent::keys::{BEACON_PUB, CLUSTER_KEY, HEAD_ADDRESS, HEAD_KEY, HEAD_PUB};
 use chaos_init::service::{Restart, Service};
 use mkimage::Spec;
 
@@ -36,9 +36,10 @@ pub enum Role {
     /// Runs `tyd serve`; carries the head's private key, so it is for the
     /// head's own machine and never for serving to the lab.
     Head,
-    /// Runs `tyd join`; carries the head's public key, the cluster key and
+    /// Runs `tyd join`; carries the head's public keys, the cluster key and
     /// optionally the head's LAN address (`addr[:port]`), which a
-    /// `chaos.head=` on the kernel command line overrides.
+    /// `chaos.head=` on the kernel command line overrides. Without either,
+    /// the drone finds the head by its signed beacon.
     Drone { head: Option<String> },
 }
 
@@ -68,6 +69,7 @@ pub fn add(spec: &mut Spec, membership: &Membership) -> anyhow::Result<()> {
     let key_file = |key: &[u8; 32]| format!("{}\n", keys::hex(key));
     spec.dir(IDENTITY_DIR, 0o700)?;
     spec.file(&path(HEAD_PUB), 0o644, key_file(&cluster.head_public))?;
+    spec.file(&path(BEACON_PUB), 0o644, key_file(&cluster.beacon_public))?;
     spec.file(&path(CLUSTER_KEY), 0o600, key_file(&cluster.cluster_key))?;
     let mut service = Service::new("tyd", TYD);
     match role {
@@ -76,6 +78,12 @@ pub fn add(spec: &mut Spec, membership: &Membership) -> anyhow::Result<()> {
             if head.keypair.public != cluster.head_public {
                 bail!(
                     "{}: {HEAD_PUB} is not the public half of {HEAD_KEY}",
+                    dir.display()
+                );
+            }
+            if head.beacon_key().verifying_key().to_bytes() != cluster.beacon_public {
+                bail!(
+                    "{}: {BEACON_PUB} is not the beacon key of {HEAD_KEY}",
                     dir.display()
                 );
             }
@@ -88,8 +96,7 @@ pub fn add(spec: &mut Spec, membership: &Membership) -> anyhow::Result<()> {
                 spec.file(&path(HEAD_ADDRESS), 0o644, format!("{head}\n"))?;
             }
             service.args = vec!["join".into()];
-            // tyd join ends by itself only when stopped or when it has no
-            // head address; restarting would not help either.
+            // tyd join ends by itself only when stopped.
             service.restart = Restart::OnFailure;
         }
     }
@@ -141,8 +148,9 @@ pub struct Images {
     pub drone: Written,
 }
 
-/// Builds build/cluster's head and drone images from `dir`'s identity,
-/// the drones with the head's address baked in.
+/// Builds build/cluster's head and drone images from `dir`'s identity.
+/// The drones carry no head address: they find the head by its beacon,
+/// as a lab's PCs do.
 pub fn images(kernel: &Kernel, binaries: &Binaries, dir: &Path) -> anyhow::Result<Images> {
     let build = |role: Role, name: &str| -> anyhow::Result<Written> {
         let mut spec = image::base_spec(kernel, binaries)?;
@@ -158,12 +166,7 @@ pub fn images(kernel: &Kernel, binaries: &Binaries, dir: &Path) -> anyhow::Resul
     };
     Ok(Images {
         head: build(Role::Head, "head")?,
-        drone: build(
-            Role::Drone {
-                head: Some(lan_address(0).to_string()),
-            },
-            "drone",
-        )?,
+        drone: build(Role::Drone { head: None }, "drone")?,
     })
 }
 
@@ -235,14 +238,14 @@ pub fn row(console: &str) -> Row {
             if rest.contains("serving joins on") {
                 row.state = "serving".into();
                 row.peers = Some(0);
-            } else if rest.contains("; joining head") {
+            } else if rest.contains("; joining head") || rest.starts_with("found head") {
                 row.state = "joining".into();
+            } else if rest.contains("listening for the head's beacon") {
+                row.state = "listening".into();
             } else if rest.starts_with("join failed") {
                 row.state = "retrying".into();
             } else if rest.starts_with("session with the head ended") {
                 row.state = "rejoining".into();
-            } else if rest.starts_with("not joining") {
-                row.state = "no head address".into();
             } else if rest.starts_with("joined as node") {
                 row.state = "joined".into();
                 row.peers = number_after(rest, "(");
@@ -463,7 +466,8 @@ fn watch_drone(
 ) -> anyhow::Result<DroneTimes> {
     vm.expect("Run /init as init process", boot)?;
     let init = Instant::now();
-    vm.expect("; joining head", boot)?;
+    // tyd's first line, whether it was told the head or listens for it.
+    vm.expect(" key fingerprint ", boot)?;
     let tyd = Instant::now();
     // "joined as node 3 with overlay address 10.99.0.3/16 (2 peers) in 626 ms"
     let line = vm.expect_line("joined as node", step)?;
@@ -505,7 +509,9 @@ mod tests {
     fn rows_follow_the_console() {
         let drone = "\
             [ 1.0] init: ready: drone1 as pid 1\n\
-            [ 1.1] tyd: node drone1 key fingerprint 1234; joining head 10.77.0.1:7700\n\
+            [ 1.1] tyd: node drone1 key fingerprint 1234; no head address given: \
+            listening for the head's beacon on UDP port 7701\n\
+            [ 1.2] tyd: found head 10.77.0.1:7700 by its beacon\n\
             [ 1.2] tyd: join failed, retrying: connecting to 10.77.0.1:7700: refused\n\
             [ 2.0] tyd: wg0 up with 10.99.0.2/16, firewall table inet chaos loaded\n\
             [ 2.1] tyd: tyd: joined as node 2 with overlay address 10.99.0.2/16 (1 peers) in 80 ms\n\
@@ -524,6 +530,9 @@ mod tests {
         assert_eq!(row(head).peers, Some(1));
         assert_eq!(row(head).state, "serving");
         assert_eq!(row("").state, "booting");
+        let listening = "tyd: node d key fingerprint 1; no head address given: \
+                         listening for the head's beacon on UDP port 7701\n";
+        assert_eq!(row(listening).state, "listening");
         assert_eq!(
             row("init: ready\ninit: service tyd exited with status 1 after 5 ms").state,
             "tyd exited"

@@ -66,13 +66,14 @@ struct Image {
     #[argh(switch)]
     custom: bool,
     /// make it a drone of the cluster whose identity `tyd init --dir D`
-    /// made: bakes in D's head.pub and cluster.key (never head.key) and
-    /// starts `tyd join` at boot; without it tyd is in the image but not
-    /// started
+    /// made: bakes in D's head.pub, beacon.pub and cluster.key (never
+    /// head.key) and starts `tyd join` at boot; without it tyd is in the
+    /// image but not started
     #[argh(option)]
     cluster: Option<PathBuf>,
     /// with --cluster: the head's LAN address[:port] to bake in (default:
-    /// chaos.head= on the kernel command line)
+    /// chaos.head= on the kernel command line, else the address in the
+    /// head's signed beacon on the LAN)
     #[argh(option)]
     head: Option<String>,
 }

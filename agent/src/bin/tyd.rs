@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use argh::FromArgs;
+use chaos_agent::beacon::{self, BEACON_PORT};
 use chaos_agent::control::{self, DEFAULT_SOCKET};
 use chaos_agent::dataplane::{ControlPlaneOnly, Dataplane};
 use chaos_agent::drone::{self, Drone, DroneConfig};
@@ -29,7 +30,9 @@ const DEFAULT_STATE: &str = "/run/chaos/tyd";
 /// WireGuard mesh, firewall and status.
 ///
 /// Ports: the head accepts joins on TCP 7700 (on the LAN; members also use
-/// it over the overlay), and every node runs WireGuard on UDP 51820.
+/// it over the overlay) and broadcasts a signed beacon to UDP 7701 every
+/// second, for drones that are given no head address; every node runs
+/// WireGuard on UDP 51820.
 /// Seed forms: `tyd -f init` is `tyd init`, `tyd` alone is `tyd serve`,
 /// `tyd -m <ip>` is `tyd join -m <ip>`.
 struct Tyd {
@@ -53,7 +56,8 @@ enum Verb {
 #[derive(FromArgs)]
 #[argh(subcommand, name = "init")]
 /// create a cluster identity: the head's key pair and the cluster key
-/// (head.key and cluster.key 0600, head.pub 0644). Refuses to overwrite.
+/// (head.key and cluster.key 0600; head.pub and beacon.pub, the public
+/// half of the head's beacon key, 0644). Refuses to overwrite.
 struct Init {
     /// directory for the key files (default /etc/chaos/tyd)
     #[argh(option, default = "DEFAULT_DIR.into()")]
@@ -62,8 +66,8 @@ struct Init {
 
 #[derive(FromArgs)]
 #[argh(subcommand, name = "serve")]
-/// run the head: accept joins on TCP 7700, hand out overlay addresses,
-/// push membership to every node, expire silent nodes.
+/// run the head: accept joins on TCP 7700, beacon on the LAN, hand out
+/// overlay addresses, push membership to every node, expire silent nodes.
 struct Serve {
     /// directory with head.key and cluster.key (default /etc/chaos/tyd)
     #[argh(option, default = "DEFAULT_DIR.into()")]
@@ -90,6 +94,11 @@ struct Serve {
     /// membership only: no WireGuard, no firewall (for tests of scale)
     #[argh(switch)]
     control_plane_only: bool,
+    /// do not broadcast the signed beacon (by default once a second to
+    /// UDP 7701 on every IPv4 LAN, or only --listen's); drones then need
+    /// the head's address
+    #[argh(switch)]
+    no_beacon: bool,
     /// firewall scope: node (default drop on the LAN, for chaos nodes) or
     /// host (only the overlay and tyd's ports, leaving the host's traffic
     /// alone); default node inside a chaos image, host elsewhere
@@ -106,15 +115,17 @@ struct Serve {
 #[derive(FromArgs)]
 #[argh(subcommand, name = "join")]
 /// join a cluster as a drone and stay in it: WireGuard mesh, firewall,
-/// heartbeats; rejoins by itself after a head restart.
+/// heartbeats; rejoins by itself after a head restart. Without a head
+/// address it listens on UDP 7701 for the head's beacon, signed with the
+/// key in <dir>/beacon.pub, and follows the head if it moves.
 struct Join {
     /// the head's address[:port] (default: chaos.head= from the kernel
-    /// command line, else the address in <dir>/head.address; with none of
-    /// them tyd says so and exits)
+    /// command line, else the address in <dir>/head.address, else the
+    /// address in the head's beacon)
     #[argh(option, short = 'm')]
     head: Option<String>,
-    /// directory with head.pub, cluster.key and optionally head.address
-    /// (default /etc/chaos/tyd)
+    /// directory with head.pub, beacon.pub, cluster.key and optionally
+    /// head.address (default /etc/chaos/tyd)
     #[argh(option, default = "DEFAULT_DIR.into()")]
     dir: PathBuf,
     /// RAM directory for this boot's node key (default /run/chaos/tyd)
@@ -398,6 +409,7 @@ fn serve_head(serve: Serve) -> anyhow::Result<()> {
         listen: serve.listen,
         wireguard_port: serve.wireguard_port,
         hostname: hostname(serve.hostname),
+        beacon: (!serve.no_beacon).then_some(beacon::DEFAULT_INTERVAL),
     };
     let result = Head::new(identity, config, dataplane.as_mut(), Some(control))
         .and_then(|mut head| head.run(Some(stop.as_fd())));
@@ -408,19 +420,8 @@ fn serve_head(serve: Serve) -> anyhow::Result<()> {
 fn join_cluster(join: Join) -> anyhow::Result<()> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let baked = std::fs::read_to_string(join.dir.join(keys::HEAD_ADDRESS)).ok();
-    let Some(head) = drone::find_head(join.head.as_deref(), &cmdline, baked.as_deref())
-        .map_err(anyhow::Error::msg)?
-    else {
-        // Not an error to restart over: nothing will change until the
-        // node boots with an address.
-        chaos_agent::log::info(format!(
-            "not joining: no head address (give -m <address>, boot with \
-             chaos.head=<address>, or bake one in with `cargo xtask image --head`; \
-             looked for {})",
-            join.dir.join(keys::HEAD_ADDRESS).display()
-        ));
-        return Ok(());
-    };
+    let head = drone::find_head(join.head.as_deref(), &cmdline, baked.as_deref())
+        .map_err(anyhow::Error::msg)?;
     let cluster = ClusterIdentity::load(&join.dir).with_context(|| {
         format!(
             "loading the cluster's head key and cluster key from {}",
@@ -430,7 +431,10 @@ fn join_cluster(join: Join) -> anyhow::Result<()> {
     let node_key = keys::node_key(&join.state).context("this node's key")?;
     let stop = stop_signals()?;
     let control = control::listen(&join.socket)?;
-    let mut dataplane = dataplane(join.control_plane_only, Role::Drone, join.firewall)?;
+    let role = Role::Drone {
+        beacon_port: head.is_none().then_some(BEACON_PORT),
+    };
+    let mut dataplane = dataplane(join.control_plane_only, role, join.firewall)?;
     let config = DroneConfig {
         head,
         cluster,

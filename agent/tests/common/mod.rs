@@ -128,6 +128,57 @@ impl Lab {
         self.processes.len() - 1
     }
 
+    /// Starts `tyd serve` in `ns`, control plane only, as host "head" with
+    /// the control socket [`Lab::socket`]`("head")`, plus `extra` options.
+    pub fn head(&mut self, ns: &str, log: &str, keys: &Path, extra: &[&str]) -> usize {
+        let socket = self.socket("head");
+        let mut args = vec![
+            "serve",
+            "--dir",
+            keys.to_str().unwrap(),
+            "--control-plane-only",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--hostname",
+            "head",
+        ];
+        args.extend_from_slice(extra);
+        self.spawn(ns, log, &args)
+    }
+
+    /// Starts `tyd join` in `ns`, control plane only, as host `name`
+    /// (also its log and socket name), told the head's address `head`
+    /// or, with `None`, listening for its beacon.
+    pub fn drone(&mut self, ns: &str, name: &str, keys: &Path, head: Option<&str>) -> usize {
+        let state = self.dir.join(format!("{name}.state"));
+        let socket = self.socket(name);
+        let mut args = vec![
+            "join",
+            "--dir",
+            keys.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--control-plane-only",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--hostname",
+            name,
+        ];
+        if let Some(head) = head {
+            args.extend(["-m", head]);
+        }
+        self.spawn(ns, name, &args)
+    }
+
+    /// Waits until log `log` contains `text`.
+    pub fn wait_log(&self, log: &str, text: &str) {
+        self.wait(
+            &format!("{log} to log {text:?}"),
+            || self.log(log).contains(text),
+            || self.log(log),
+        );
+    }
+
     pub fn log_path(&self, log: &str) -> PathBuf {
         self.dir.join(format!("{log}.log"))
     }

@@ -1,0 +1,371 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+//! The head's LAN beacon, for drones whose image names no head address.
+//!
+//! Every second the head broadcasts, on each IPv4 LAN it is on, a datagram
+//! naming its join address there, signed with its beacon key
+//! ([`crate::keys::beacon_key`]). A drone accepts a beacon only if it names
+//! the head key pinned in its image, verifies against the beacon key pinned
+//! beside it, and is newer than the last one it accepted. Anyone on the LAN
+//! can send datagrams, so everything else is ignored and logged, with a rate
+//! limit. A replayed beacon can only repeat the newest address the head
+//! announced, and the Noise handshake, pinned to the head's key, still
+//! decides whether the drone joins.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use nix::net::if_::InterfaceFlags;
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+
+use crate::codec::{Reader, Writer};
+use crate::keys::{fingerprint, ClusterIdentity};
+use crate::log::{info, RejectLog};
+
+/// The UDP port drones listen on for beacons.
+pub const BEACON_PORT: u16 = 7701;
+/// How often the head beacons unless told otherwise.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+/// Protocol name and version: first in every beacon, and signed with it.
+const MAGIC: &[u8] = b"chaos tyd beacon 1";
+const SIGNATURE_LEN: usize = 64;
+/// Magic, head key, IPv4 address, port, timestamp, signature.
+const LEN: usize = MAGIC.len() + 32 + 4 + 2 + 8 + SIGNATURE_LEN;
+/// Other clusters' heads a drone names once each before it stops telling
+/// them apart (a LAN full of forged head keys must not grow memory).
+const MAX_OTHER_CLUSTERS: usize = 16;
+
+/// What a beacon says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Beacon {
+    /// The head's static public key: which cluster this is.
+    pub head: [u8; 32],
+    /// Where the head accepts joins on the LAN the beacon went out on.
+    pub join: SocketAddrV4,
+    /// Wall-clock nanoseconds, strictly increasing per head process.
+    pub timestamp: u64,
+}
+
+/// Why a datagram on the beacon port was ignored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BeaconError {
+    #[error("not a chaos beacon ({0} bytes)")]
+    Foreign(usize),
+    #[error("a beacon of another cluster (head fingerprint {0})")]
+    OtherCluster(String),
+    #[error("a beacon whose signature does not verify against this image's beacon key (forged)")]
+    Forged,
+    #[error("a beacon no newer than the last one accepted (replayed)")]
+    Replayed,
+}
+
+impl Beacon {
+    fn signed_part(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.raw(MAGIC)
+            .raw(&self.head)
+            .ipv4(*self.join.ip())
+            .u16(self.join.port())
+            .u64(self.timestamp);
+        w.finish()
+    }
+
+    /// The datagram: the beacon and its signature.
+    pub fn seal(&self, key: &SigningKey) -> Vec<u8> {
+        let mut bytes = self.signed_part();
+        let signature = key.sign(&bytes);
+        bytes.extend_from_slice(&signature.to_bytes());
+        bytes
+    }
+
+    /// Reads a datagram and checks that it is a beacon of the head `head`
+    /// signed with `key`; freshness is the caller's to check.
+    pub fn open(datagram: &[u8], head: &[u8; 32], key: &VerifyingKey) -> Result<Self, BeaconError> {
+        let foreign = || BeaconError::Foreign(datagram.len());
+        if datagram.len() != LEN || !datagram.starts_with(MAGIC) {
+            return Err(foreign());
+        }
+        let (body, signature) = datagram.split_at(LEN - SIGNATURE_LEN);
+        let mut r = Reader::new(&body[MAGIC.len()..]);
+        let mut read = || -> Result<Self, crate::codec::DecodeError> {
+            Ok(Self {
+                head: r.array("head key")?,
+                join: SocketAddrV4::new(r.ipv4("join address")?, r.u16("join port")?),
+                timestamp: r.u64("timestamp")?,
+            })
+        };
+        let beacon = read().map_err(|_| foreign())?;
+        if beacon.head != *head {
+            return Err(BeaconError::OtherCluster(fingerprint(&beacon.head)));
+        }
+        let signature = Signature::from_slice(signature).map_err(|_| foreign())?;
+        key.verify_strict(body, &signature)
+            .map_err(|_| BeaconError::Forged)?;
+        Ok(beacon)
+    }
+}
+
+/// One LAN the head beacons on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Lan {
+    interface: String,
+    address: Ipv4Addr,
+    broadcast: Ipv4Addr,
+}
+
+/// The IPv4 LANs of this host: interfaces that are up and can broadcast
+/// (so not loopback, and not WireGuard), with an address on a subnet wider
+/// than /31. Only `only`'s LAN if given. The broadcast address comes from
+/// the netmask: an address added without `brd` has none recorded.
+fn lans(only: Option<Ipv4Addr>) -> nix::Result<Vec<Lan>> {
+    let mut lans = Vec::new();
+    for ifaddr in nix::ifaddrs::getifaddrs()? {
+        let wanted = InterfaceFlags::IFF_UP | InterfaceFlags::IFF_BROADCAST;
+        if !ifaddr.flags.contains(wanted) || ifaddr.flags.contains(InterfaceFlags::IFF_LOOPBACK) {
+            continue;
+        }
+        let ipv4 =
+            |a: Option<socket::SockaddrStorage>| a.and_then(|a| a.as_sockaddr_in().map(|a| a.ip()));
+        let (Some(address), Some(netmask)) = (ipv4(ifaddr.address), ipv4(ifaddr.netmask)) else {
+            continue;
+        };
+        let host_bits = !u32::from(netmask);
+        if host_bits >= 3 && only.is_none_or(|only| only == address) {
+            lans.push(Lan {
+                interface: ifaddr.interface_name,
+                address,
+                broadcast: Ipv4Addr::from(u32::from(address) | host_bits),
+            });
+        }
+    }
+    Ok(lans)
+}
+
+/// The head's side: beacons on every LAN, each naming the head's address
+/// on that LAN. Interfaces are looked up afresh each time, so a head whose
+/// address comes later (DHCP) or changes is announced as it is now.
+pub struct Sender {
+    socket: UdpSocket,
+    key: SigningKey,
+    head: [u8; 32],
+    listen: SocketAddrV4,
+    port: u16,
+    interval: Duration,
+    next: Instant,
+    last_timestamp: u64,
+    /// What the log last said about where beacons go, so that it speaks
+    /// only of changes.
+    announced: String,
+}
+
+impl Sender {
+    /// Beacons for a head accepting joins on `listen`, to UDP `port`.
+    pub fn new(
+        key: SigningKey,
+        head: [u8; 32],
+        listen: SocketAddrV4,
+        port: u16,
+        interval: Duration,
+    ) -> anyhow::Result<Self> {
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("a socket for beacons")?;
+        socket.set_broadcast(true)?;
+        socket.set_nonblocking(true)?;
+        Ok(Self {
+            socket,
+            key,
+            head,
+            listen,
+            port,
+            interval,
+            next: Instant::now(),
+            last_timestamp: 0,
+            announced: String::new(),
+        })
+    }
+
+    /// When the next beacon is due.
+    pub fn due(&self) -> Instant {
+        self.next
+    }
+
+    /// Sends a beacon on every LAN if one is due.
+    pub fn send(&mut self, now: Instant) {
+        if now < self.next {
+            return;
+        }
+        self.next = now + self.interval;
+        let only = Some(*self.listen.ip()).filter(|ip| !ip.is_unspecified());
+        let mut said = Vec::new();
+        match lans(only) {
+            Ok(lans) if lans.is_empty() => said.push("no IPv4 LAN to beacon on yet".into()),
+            Ok(lans) => {
+                for lan in lans {
+                    let join = SocketAddrV4::new(lan.address, self.listen.port());
+                    let to = SocketAddrV4::new(lan.broadcast, self.port);
+                    let datagram = self.seal(join);
+                    match self.socket.send_to(&datagram, to) {
+                        Ok(_) => said.push(format!("{join} on {} to {to}", lan.interface)),
+                        Err(e) => said.push(format!("{join} on {}: {e}", lan.interface)),
+                    }
+                }
+            }
+            Err(e) => said.push(format!("listing interfaces: {e}")),
+        }
+        let said = said.join(", ");
+        if said != self.announced {
+            info(format!("beacon: {said}"));
+            self.announced = said;
+        }
+    }
+
+    fn seal(&mut self, join: SocketAddrV4) -> Vec<u8> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        self.last_timestamp = now.max(self.last_timestamp + 1);
+        Beacon {
+            head: self.head,
+            join,
+            timestamp: self.last_timestamp,
+        }
+        .seal(&self.key)
+    }
+}
+
+/// The drone's side: listens on the beacon port of every interface.
+pub struct Listener {
+    socket: UdpSocket,
+    head: [u8; 32],
+    key: VerifyingKey,
+    last_timestamp: u64,
+    rejects: RejectLog,
+    others: HashSet<[u8; 32]>,
+}
+
+impl Listener {
+    pub fn bind(port: u16, cluster: &ClusterIdentity) -> anyhow::Result<Self> {
+        let key = VerifyingKey::from_bytes(&cluster.beacon_public).map_err(|_| {
+            anyhow::anyhow!("{} is not an Ed25519 public key", crate::keys::BEACON_PUB)
+        })?;
+        let fd = socket::socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .context("a socket for beacons")?;
+        // Broadcasts reach every socket bound with SO_REUSEADDR, so more
+        // than one tyd on a host can listen.
+        socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        let address = SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+        socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &address)
+            .with_context(|| format!("listening for beacons on UDP port {port}"))?;
+        Ok(Self {
+            socket: UdpSocket::from(fd),
+            head: cluster.head_public,
+            key,
+            last_timestamp: 0,
+            rejects: RejectLog::new(Instant::now()),
+            others: HashSet::new(),
+        })
+    }
+
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+
+    /// Reads every waiting datagram: the join address of the newest good
+    /// beacon among them, if any.
+    pub fn receive(&mut self) -> Option<SocketAddrV4> {
+        let mut found = None;
+        let mut buffer = [0; 2048];
+        while let Ok((len, from)) = self.socket.recv_from(&mut buffer) {
+            match self.check(&buffer[..len]) {
+                Ok(join) => found = Some(join),
+                Err(error) => self.ignored(from, &buffer[..len], error),
+            }
+        }
+        found
+    }
+
+    fn check(&mut self, datagram: &[u8]) -> Result<SocketAddrV4, BeaconError> {
+        let beacon = Beacon::open(datagram, &self.head, &self.key)?;
+        if beacon.timestamp <= self.last_timestamp {
+            return Err(BeaconError::Replayed);
+        }
+        self.last_timestamp = beacon.timestamp;
+        Ok(beacon.join)
+    }
+
+    /// Another cluster's head is named once; anything else goes to the
+    /// rate-limited log.
+    fn ignored(&mut self, from: SocketAddr, datagram: &[u8], error: BeaconError) {
+        if let BeaconError::OtherCluster(_) = &error {
+            let head: [u8; 32] = datagram[MAGIC.len()..MAGIC.len() + 32]
+                .try_into()
+                .unwrap_or_default();
+            if self.others.len() < MAX_OTHER_CLUSTERS {
+                if self.others.insert(head) {
+                    info(format!("ignoring beacons from {from}: {error}"));
+                }
+                return;
+            }
+        }
+        self.rejects.reject(from, error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn beacon() -> Beacon {
+        Beacon {
+            head: [7; 32],
+            join: "192.168.1.5:7700".parse().unwrap(),
+            timestamp: 1_700_000_000_000_000_000,
+        }
+    }
+
+    #[test]
+    fn a_sealed_beacon_opens_with_the_right_keys_only() {
+        let datagram = beacon().seal(&key(1));
+        let verify = key(1).verifying_key();
+        assert_eq!(Beacon::open(&datagram, &[7; 32], &verify), Ok(beacon()));
+        assert_eq!(
+            Beacon::open(&datagram, &[7; 32], &key(2).verifying_key()),
+            Err(BeaconError::Forged)
+        );
+        assert!(matches!(
+            Beacon::open(&datagram, &[8; 32], &verify),
+            Err(BeaconError::OtherCluster(_))
+        ));
+    }
+
+    #[test]
+    fn every_changed_byte_or_length_is_refused() {
+        let datagram = beacon().seal(&key(1));
+        let verify = key(1).verifying_key();
+        for i in 0..datagram.len() {
+            let mut bad = datagram.clone();
+            bad[i] ^= 0x01;
+            assert!(Beacon::open(&bad, &[7; 32], &verify).is_err(), "byte {i}");
+        }
+        for len in [0, 1, MAGIC.len(), LEN - 1, LEN + 1, 2000] {
+            let mut bad = datagram.clone();
+            bad.resize(len, 0);
+            assert_eq!(
+                Beacon::open(&bad, &[7; 32], &verify),
+                Err(BeaconError::Foreign(len)),
+                "{len} bytes"
+            );
+        }
+    }
+}

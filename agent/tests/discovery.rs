@@ -1,0 +1,164 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+//! Finding the head by its beacon, end to end: drones given no head address
+//! in network namespaces on a test-made bridge, an attacker beside them
+//! sending forged, foreign, garbage and replayed beacons, the real head
+//! starting late, and then moving to another address.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use chaos_agent::beacon::{Beacon, BEACON_PORT};
+use chaos_agent::keys::{ClusterIdentity, HeadIdentity};
+use chaos_agent::proto::State;
+use common::{hosts_in, nodes, Lab, DEADLINE};
+use nix::sys::signal::Signal;
+
+const BROADCAST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 255);
+const ATTACKER: u8 = 66;
+
+/// Broadcasts `datagram` to the beacon port from inside `ns`.
+fn broadcast(lab: &Lab, ns: &str, datagram: &[u8]) {
+    lab.inside(ns, || {
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        socket.set_broadcast(true).unwrap();
+        socket.send_to(datagram, (BROADCAST, BEACON_PORT)).unwrap();
+    });
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+#[test]
+fn drones_find_the_head_by_its_signed_beacon_and_ignore_forgeries() {
+    let mut lab = Lab::new("beacon");
+    let keys = lab.init("keys");
+    let cluster = ClusterIdentity::load(&keys).unwrap();
+    // Another cluster's head, as an impostor would have: a key pair of
+    // its own, not the head's.
+    let impostor = HeadIdentity::load(&lab.init("impostor")).unwrap();
+    let drones = ["drone1", "drone2"];
+    for (i, name) in drones.iter().enumerate() {
+        let ns = lab.node(11 + i as u8);
+        lab.drone(&ns, name, &keys, None);
+    }
+    for name in drones {
+        lab.wait_log(name, "listening for the head's beacon on UDP port 7701");
+    }
+
+    // The attacker serves a join port of its own and announces it every way
+    // it can without the head's beacon key.
+    let attacker = lab.node(ATTACKER);
+    let trap = lab.inside(&attacker, || {
+        let trap = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 7700)).unwrap();
+        trap.set_nonblocking(true).unwrap();
+        trap
+    });
+    let lure = SocketAddrV4::new(Ipv4Addr::new(192, 168, 77, ATTACKER), 7700);
+    let forged = Beacon {
+        head: cluster.head_public,
+        join: lure,
+        timestamp: now_ns(),
+    }
+    .seal(&impostor.beacon_key());
+    broadcast(&lab, &attacker, &forged);
+    let foreign = Beacon {
+        head: impostor.keypair.public,
+        join: lure,
+        timestamp: now_ns(),
+    }
+    .seal(&impostor.beacon_key());
+    broadcast(&lab, &attacker, &foreign);
+    broadcast(&lab, &attacker, b"hello, anyone there?");
+    for name in drones {
+        lab.wait_log(
+            name,
+            "signature does not verify against this image's beacon key (forged)",
+        );
+        lab.wait_log(name, "a beacon of another cluster");
+        lab.wait_log(name, "not a chaos beacon (20 bytes)");
+    }
+
+    // The real head starts late; the drones find it.
+    let head_ns = lab.node(1);
+    let head = lab.head(&head_ns, "head", &keys, &[]);
+    let head_socket = lab.socket("head");
+    let everyone = vec!["drone1".to_string(), "drone2".into(), "head".into()];
+    lab.wait(
+        "both drones up through the beacon",
+        || hosts_in(&head_socket, State::Up) == everyone,
+        || {
+            format!(
+                "{:?}\n{}\n{}",
+                nodes(&head_socket),
+                lab.log("head"),
+                lab.log("drone1")
+            )
+        },
+    );
+    for name in drones {
+        assert!(
+            lab.log(name)
+                .contains("found head 192.168.77.1:7700 by its beacon"),
+            "{}",
+            lab.log(name)
+        );
+    }
+    lab.wait_log(
+        "head",
+        "beacon: 192.168.77.1:7700 on eth0 to 192.168.77.255:7701",
+    );
+
+    // A real beacon heard by the attacker and sent again is refused.
+    let heard = lab.inside(&attacker, || {
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, BEACON_PORT)).unwrap();
+        socket.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut buffer = [0; 2048];
+        let (len, _) = socket.recv_from(&mut buffer).expect("a beacon in time");
+        buffer[..len].to_vec()
+    });
+    broadcast(&lab, &attacker, &heard);
+    for name in drones {
+        lab.wait_log(name, "no newer than the last one accepted (replayed)");
+    }
+    assert!(
+        matches!(trap.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a drone followed a forged beacon to the attacker's join port"
+    );
+
+    // The head comes back at another address; the beacon leads the drones
+    // there.
+    lab.signal(head, Signal::SIGKILL);
+    let moved_ns = lab.node(2);
+    let started = Instant::now();
+    lab.head(&moved_ns, "moved", &keys, &[]);
+    lab.wait(
+        "both drones up on the moved head",
+        || hosts_in(&head_socket, State::Up) == everyone,
+        || {
+            format!(
+                "{:?}\n{}\n{}",
+                nodes(&head_socket),
+                lab.log("moved"),
+                lab.log("drone1")
+            )
+        },
+    );
+    for name in drones {
+        assert!(
+            lab.log(name)
+                .contains("the head's beacon now names 192.168.77.2:7700 (was 192.168.77.1:7700)"),
+            "{}",
+            lab.log(name)
+        );
+    }
+    eprintln!(
+        "drones rejoined the moved head {} ms after it started",
+        started.elapsed().as_millis()
+    );
+}

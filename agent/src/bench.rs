@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-//! Bench entry point for `cargo xtask bench`: the head's control plane at
-//! scale. A real `tyd serve --control-plane-only` process on loopback, and
+//! Bench entry points for `cargo xtask bench`. The head's control plane at
+//! scale: a real `tyd serve --control-plane-only` process on loopback, and
 //! simulated drones running the real drone code (threads of this process,
-//! control-plane-only, each with its own key). Measures, never asserts.
+//! control-plane-only, each with its own key). And a small cluster of tyd
+//! processes in network namespaces, as the namespace tests run it.
+//! Measures, never asserts.
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -17,6 +19,7 @@ use crate::dataplane::ControlPlaneOnly;
 use crate::drone::{Drone, DroneConfig};
 use crate::keys::{ClusterIdentity, Keypair};
 use crate::proto::{Request, Response, State};
+use crate::segment::{Segment, NETWORK};
 
 /// Figures of one run.
 #[derive(Debug, Clone)]
@@ -140,4 +143,108 @@ pub fn control_plane_scale(tyd: &Path, nodes: usize) -> anyhow::Result<ScaleRepo
     let _ = head.wait();
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// Figures of a cluster of tyd processes in network namespaces.
+#[derive(Debug, Clone)]
+pub struct NamespaceReport {
+    pub nodes: usize,
+    /// Per drone, its successful join as tyd timed it: handshake to welcome.
+    pub joins: Vec<Duration>,
+    /// From starting every drone at once until each one's own `tyd nodes`
+    /// lists every node up.
+    pub converged: Duration,
+}
+
+/// Processes killed when dropped, also on an early return.
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs a head and `drones` drones of the `tyd` binary at `tyd`, each in
+/// its own network namespace on a private segment, control plane only (the
+/// host's kernel may lack WireGuard). Needs root.
+pub fn namespace_cluster(tyd: &Path, drones: usize) -> anyhow::Result<NamespaceReport> {
+    let tag = format!("tydbench{}", std::process::id());
+    let dir = std::env::temp_dir().join(&tag);
+    let _ = std::fs::remove_dir_all(&dir);
+    let keys = dir.join("keys");
+    crate::keys::init(&keys)?;
+    let result = run_namespace_cluster(tyd, drones, &tag, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn run_namespace_cluster(
+    tyd: &Path,
+    drones: usize,
+    tag: &str,
+    dir: &Path,
+) -> anyhow::Result<NamespaceReport> {
+    let mut segment = Segment::new(tag).context("making network namespaces (as root?)")?;
+    // Declared after the segment, so dropped before it.
+    let mut processes = Processes(Vec::new());
+    let path = |name: &str, ext: &str| dir.join(format!("{name}.{ext}"));
+    let mut spawn = |host: u8, name: &str, args: &[&str]| -> anyhow::Result<()> {
+        let ns = segment.node(host)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(tyd)
+            .args(args)
+            .arg("--dir")
+            .arg(dir.join("keys"))
+            .arg("--socket")
+            .arg(path(name, "sock"))
+            .args(["--control-plane-only", "--hostname", name])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(path(name, "log"))?)
+            .spawn()
+            .with_context(|| format!("starting {}", tyd.display()))?;
+        processes.0.push(child);
+        Ok(())
+    };
+    let give_up = Instant::now() + GIVE_UP;
+    spawn(1, "head", &["serve", "--no-beacon"])?;
+    wait_for(&path("head", "sock"), 1, give_up).context("the head never answered")?;
+    let [a, b, c] = NETWORK;
+    let head = format!("{a}.{b}.{c}.1");
+    let names: Vec<String> = (1..=drones).map(|i| format!("drone{i}")).collect();
+    let started = Instant::now();
+    for (i, name) in names.iter().enumerate() {
+        let state = path(name, "state");
+        let state = state.to_str().context("a temporary path that is UTF-8")?;
+        spawn(10 + i as u8, name, &["join", "-m", &head, "--state", state])?;
+    }
+    for name in &names {
+        wait_for(&path(name, "sock"), drones + 1, give_up)
+            .with_context(|| format!("{name} never saw the whole cluster up"))?;
+    }
+    let converged = started.elapsed();
+    let joins = names
+        .iter()
+        .map(|name| {
+            let log = std::fs::read_to_string(path(name, "log")).unwrap_or_default();
+            join_time(&log).with_context(|| format!("no join time in {name}'s log: {log}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(NamespaceReport {
+        nodes: drones + 1,
+        joins,
+        converged,
+    })
+}
+
+/// The time tyd gives for its join: "joined as node 2 with overlay address
+/// 10.99.0.2/16 (1 peers) in 9 ms".
+pub fn join_time(log: &str) -> Option<Duration> {
+    let line = log.lines().find(|l| l.contains("joined as node"))?;
+    let ms = line.rsplit(" in ").next()?.trim_end().strip_suffix(" ms")?;
+    ms.parse().ok().map(Duration::from_millis)
 }

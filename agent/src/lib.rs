@@ -18,5 +18,6 @@ pub mod membership;
 pub mod netlink;
 pub mod nftables;
 pub mod proto;
+pub mod segment;
 pub mod sysinfo;
 pub mod wireguard;

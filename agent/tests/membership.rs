@@ -72,6 +72,19 @@ fn drones_join_expire_leave_and_rejoin_a_restarted_head() {
     assert!(output.status.success());
     assert_eq!(json.matches("\"state\":\"up\"").count(), 5, "{json}");
     assert!(json.contains("\"load\":{\"load1\":"), "{json}");
+    let screen = second_top_screen(&from_drone);
+    for name in &everyone {
+        let row = screen
+            .lines()
+            .find(|l| l.starts_with(name.as_str()))
+            .unwrap_or_else(|| panic!("no {name} in tyd top's screen:\n{screen}"));
+        assert_eq!(
+            row.matches('[').count(),
+            2,
+            "a load and a memory bar: {row}"
+        );
+        assert!(row.ends_with('%'), "{row}");
+    }
 
     // A killed drone expires; a drone stopped properly leaves.
     lab.signal(drones[3], Signal::SIGKILL);
@@ -114,6 +127,36 @@ fn drones_join_expire_leave_and_rejoin_a_restarted_head() {
         hosts_in(&head_socket, State::Up),
         names(&["drone1", "head"])
     );
+}
+
+/// Runs `tyd top` against `socket` until it has drawn its second screen,
+/// and returns that screen.
+fn second_top_screen(socket: &std::path::Path) -> String {
+    const CLEAR: &str = "\x1b[H\x1b[2J";
+    let mut top = std::process::Command::new(common::tyd())
+        .args(["top", "--interval", "100ms", "--socket"])
+        .arg(socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = top.stdout.take().unwrap();
+    let (sender, screens) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut output = String::new();
+        let mut chunk = [0; 4096];
+        while let Ok(len @ 1..) = stdout.read(&mut chunk) {
+            output.push_str(&String::from_utf8_lossy(&chunk[..len]));
+            // A screen is complete once the next one starts.
+            if output.matches(CLEAR).count() >= 3 {
+                let _ = sender.send(output.split(CLEAR).nth(2).unwrap_or_default().to_string());
+                return;
+            }
+        }
+    });
+    let screen = screens.recv_timeout(common::DEADLINE);
+    let _ = top.kill();
+    let _ = top.wait();
+    screen.expect("tyd top drew two screens in time")
 }
 
 /// Sends `bytes` from inside `ns` to the head's join port and returns what

@@ -328,8 +328,9 @@ fn builders(sh: &Shell, kernel: &Kernel, binaries: &Binaries) -> anyhow::Result<
 }
 
 /// The control plane at scale (500 simulated drones against a real head
-/// on loopback), and QEMU clusters of three and five nodes forming their
-/// WireGuard mesh.
+/// on loopback), five tyd processes in network namespaces (control plane
+/// only: the host's kernel may lack WireGuard), and QEMU clusters of three
+/// and five nodes forming their WireGuard mesh.
 fn cluster(binaries: &Binaries) -> anyhow::Result<Vec<Row>> {
     let scale = chaos_agent::bench::control_plane_scale(&binaries.tyd, 500)?;
     let rss_mb = scale.head_peak_rss_kib as f64 / 1024.0;
@@ -347,6 +348,29 @@ fn cluster(binaries: &Binaries) -> anyhow::Result<Vec<Row>> {
             within: Some(rss_mb <= 64.0),
         },
     ];
+    if crate::deps::is_root() {
+        let ns = chaos_agent::bench::namespace_cluster(&binaries.tyd, 4)?;
+        let mut joins = ns.joins.clone();
+        rows.push(Row {
+            what: "drone join, 5-node namespace cluster",
+            measured: format!("{} ms (median of 4)", median(&mut joins).as_millis()),
+            budget: "-",
+            within: None,
+        });
+        rows.push(Row {
+            what: "5-node namespace cluster converged",
+            measured: format!("{} ms", ns.converged.as_millis()),
+            budget: "-",
+            within: None,
+        });
+    } else {
+        rows.push(Row {
+            what: "5-node namespace cluster",
+            measured: "not measured: network namespaces need root".into(),
+            budget: "-",
+            within: None,
+        });
+    }
     for (drones, join, converged) in [
         (
             2,

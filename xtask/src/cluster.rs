@@ -476,11 +476,7 @@ fn watch_drone(
         .split(" (")
         .nth(1)
         .and_then(|rest| rest.split(' ').next()?.parse::<usize>().ok());
-    let tyd_join = line
-        .rsplit(" in ")
-        .next()
-        .and_then(|rest| rest.trim_end().strip_suffix(" ms")?.parse().ok())
-        .map(Duration::from_millis)
+    let tyd_join = chaos_agent::bench::join_time(&line)
         .with_context(|| format!("no join time in {line:?}"))?;
     if peers != Some(drones) {
         vm.expect(&format!("mesh now has {drones} peers"), step)?;

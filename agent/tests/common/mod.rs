@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use chaos_agent::control;
 use chaos_agent::proto::{NodeStatus, Request, Response, State};
+use chaos_agent::segment::Segment;
 
 /// Generous bounds for a loaded 2-core machine: an event later than this is
 /// a failure, not slowness.
@@ -30,25 +31,11 @@ pub fn tyd() -> &'static str {
     env!("CARGO_BIN_EXE_tyd")
 }
 
-fn run(program: &str, args: &[&str]) {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// A bridge in its own namespace and the node namespaces plugged into it,
-/// all on 192.168.77.0/24.
+/// A [`Segment`] of node namespaces, the tyd processes in them, and a
+/// directory for keys, logs and sockets.
 pub struct Lab {
-    pub name: String,
     pub dir: PathBuf,
-    lan: String,
-    namespaces: Vec<String>,
+    segment: Segment,
     processes: Vec<Child>,
 }
 
@@ -59,45 +46,16 @@ impl Lab {
         let dir = std::env::temp_dir().join(&tag);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let lan = format!("{tag}-lan");
-        let mut lab = Lab {
-            name: tag,
+        Lab {
+            segment: Segment::new(&tag).unwrap(),
             dir,
-            lan: lan.clone(),
-            namespaces: Vec::new(),
             processes: Vec::new(),
-        };
-        run("ip", &["netns", "add", &lan]);
-        lab.namespaces.push(lan.clone());
-        run("ip", &["-n", &lan, "link", "add", "br0", "type", "bridge"]);
-        run("ip", &["-n", &lan, "link", "set", "br0", "up"]);
-        lab
+        }
     }
 
     /// A node namespace with `eth0` at 192.168.77.<host>/24.
     pub fn node(&mut self, host: u8) -> String {
-        let ns = format!("{}-n{host}", self.name);
-        run("ip", &["netns", "add", &ns]);
-        self.namespaces.push(ns.clone());
-        let outside = format!("v{host}");
-        run(
-            "ip",
-            &[
-                "-n", &self.lan, "link", "add", &outside, "type", "veth", "peer", "name", "eth0",
-                "netns", &ns,
-            ],
-        );
-        run(
-            "ip",
-            &[
-                "-n", &self.lan, "link", "set", &outside, "master", "br0", "up",
-            ],
-        );
-        let address = format!("192.168.77.{host}/24");
-        run("ip", &["-n", &ns, "addr", "add", &address, "dev", "eth0"]);
-        run("ip", &["-n", &ns, "link", "set", "eth0", "up"]);
-        run("ip", &["-n", &ns, "link", "set", "lo", "up"]);
-        ns
+        self.segment.node(host).unwrap()
     }
 
     /// A cluster identity made by `tyd init`.
@@ -235,13 +193,11 @@ impl Lab {
 }
 
 impl Drop for Lab {
+    /// The processes go before their namespaces (the segment's own drop).
     fn drop(&mut self) {
         for child in &mut self.processes {
             let _ = child.kill();
             let _ = child.wait();
-        }
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
 }

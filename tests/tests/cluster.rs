@@ -4,12 +4,13 @@
 //! line; drone2 is told nothing and finds the head by its signed beacon.
 //! Both join; drone1 reaches drone2's overlay address through WireGuard,
 //! while drone2's LAN side, guarded by tyd's nftables ruleset, drops a port
-//! that its overlay side serves.
+//! that its overlay side serves: on the wire between them, drone2 sends
+//! drone1 nothing but WireGuard.
 
 use chaos_init::service::{Restart, Service};
 use chaos_tests::*;
 use xtask::cluster::{self, Membership, Role};
-use xtask::vm::{Config, Hub};
+use xtask::vm::{Config, Hub, Packet};
 
 /// A Slurm port: open on the overlay, closed on the LAN.
 const PORT: u16 = 6818;
@@ -146,4 +147,30 @@ fn drones_join_and_reach_each_other_only_through_the_overlay() {
     first
         .expect(&format!("probe: tcp {drone2}:{PORT} blocked"), STEP_TIMEOUT)
         .step();
+
+    // The wire between the drones, as the hub saw it: WireGuard, and
+    // drone1's probe of drone2's LAN address, which drone2 never answered.
+    let drone1 = cluster::lan_address(1);
+    let packets = hub.packets();
+    let between = |from, to| {
+        packets
+            .iter()
+            .filter(move |p: &&Packet| p.source == from && p.destination == to)
+    };
+    let wireguard = |p: &Packet| p.protocol == 17 && p.destination_port == 51820;
+    let probe = |p: &Packet| p.protocol == 6 && p.destination_port == PORT;
+    assert!(between(drone1, drone2).any(&wireguard), "no WireGuard seen");
+    assert!(
+        between(drone1, drone2).any(&probe),
+        "the LAN probe not seen"
+    );
+    for packet in between(drone1, drone2) {
+        assert!(wireguard(packet) || probe(packet), "drone1 sent {packet:?}");
+    }
+    for packet in between(drone2, drone1) {
+        assert!(
+            wireguard(packet),
+            "drone2 answered on the LAN with {packet:?}"
+        );
+    }
 }

@@ -403,11 +403,60 @@ fn unique() -> u64 {
 /// which repeats every frame to all the other VMs (a hub, not a learning
 /// switch: a handful of VMs never notice the difference). Nothing leaves
 /// loopback, and frames from ports the hub did not hand out are ignored.
+/// Like a capture on the wire, the hub notes every IPv4 packet it
+/// repeats ([`Hub::packets`]).
 pub struct Hub {
     address: SocketAddr,
     ports: Arc<Mutex<Vec<u16>>>,
+    packets: Arc<Mutex<Vec<Packet>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// An IPv4 packet seen on a [`Hub`]: addresses, protocol and, for TCP and
+/// UDP, ports (0 otherwise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packet {
+    pub source: Ipv4Addr,
+    pub destination: Ipv4Addr,
+    /// The IP protocol number: 1 ICMP, 6 TCP, 17 UDP.
+    pub protocol: u8,
+    pub source_port: u16,
+    pub destination_port: u16,
+}
+
+/// The longest capture a hub keeps; later packets are not noted.
+const MAX_PACKETS: usize = 100_000;
+
+impl Packet {
+    /// Reads an Ethernet frame carrying IPv4; `None` for anything else.
+    pub fn parse(frame: &[u8]) -> Option<Packet> {
+        const IPV4: [u8; 2] = [0x08, 0x00];
+        let ip = frame.get(14..)?;
+        if frame.get(12..14)? != IPV4 || ip.first()? >> 4 != 4 {
+            return None;
+        }
+        let header = usize::from(ip[0] & 0x0f) * 4;
+        let address = |at: usize| -> Option<Ipv4Addr> {
+            Some(Ipv4Addr::from(
+                <[u8; 4]>::try_from(ip.get(at..at + 4)?).ok()?,
+            ))
+        };
+        let protocol = *ip.get(9)?;
+        let port = |at: usize| -> u16 {
+            match (protocol, ip.get(header + at..header + at + 2)) {
+                (6 | 17, Some(&[high, low])) => u16::from_be_bytes([high, low]),
+                _ => 0,
+            }
+        };
+        Some(Packet {
+            source: address(12)?,
+            destination: address(16)?,
+            protocol,
+            source_port: port(0),
+            destination_port: port(2),
+        })
+    }
 }
 
 impl Hub {
@@ -415,14 +464,16 @@ impl Hub {
         let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).context("binding the L2 hub")?;
         let address = socket.local_addr()?;
         let ports: Arc<Mutex<Vec<u16>>> = Arc::default();
+        let packets: Arc<Mutex<Vec<Packet>>> = Arc::default();
         let stop: Arc<AtomicBool> = Arc::default();
         let thread = {
-            let (ports, stop) = (ports.clone(), stop.clone());
-            std::thread::spawn(move || repeat(&socket, &ports, &stop))
+            let (ports, packets, stop) = (ports.clone(), packets.clone(), stop.clone());
+            std::thread::spawn(move || repeat(&socket, &ports, &packets, &stop))
         };
         Ok(Hub {
             address,
             ports,
+            packets,
             stop,
             thread: Some(thread),
         })
@@ -455,6 +506,14 @@ impl Hub {
             ),
         ])
     }
+
+    /// Every IPv4 packet the hub has repeated so far, in order.
+    pub fn packets(&self) -> Vec<Packet> {
+        self.packets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 impl Drop for Hub {
@@ -469,7 +528,12 @@ impl Drop for Hub {
     }
 }
 
-fn repeat(socket: &UdpSocket, ports: &Mutex<Vec<u16>>, stop: &AtomicBool) {
+fn repeat(
+    socket: &UdpSocket,
+    ports: &Mutex<Vec<u16>>,
+    packets: &Mutex<Vec<Packet>>,
+    stop: &AtomicBool,
+) {
     // A jumbo frame's worth; QEMU sends one Ethernet frame per datagram.
     let mut frame = vec![0u8; 65536];
     while !stop.load(Ordering::Relaxed) {
@@ -480,10 +544,56 @@ fn repeat(socket: &UdpSocket, ports: &Mutex<Vec<u16>>, stop: &AtomicBool) {
         if !from.ip().is_loopback() || !ports.contains(&from.port()) {
             continue;
         }
+        if let Some(packet) = Packet::parse(&frame[..len]) {
+            let mut packets = packets.lock().unwrap_or_else(|p| p.into_inner());
+            if packets.len() < MAX_PACKETS {
+                packets.push(packet);
+            }
+        }
         for port in ports.into_iter().filter(|&p| p != from.port()) {
             // A VM not started yet (or gone) just misses the frame, as on a
             // real segment.
             let _ = socket.send_to(&frame[..len], (Ipv4Addr::LOCALHOST, port));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An Ethernet frame of EtherType `kind` around an IPv4 header from
+    /// 10.77.0.2 to 10.77.0.3 with `protocol`, then `rest`.
+    fn frame(kind: [u8; 2], protocol: u8, rest: &[u8]) -> Vec<u8> {
+        let mut frame = vec![0; 12];
+        frame.extend(kind);
+        frame.extend([0x45, 0, 0, 0, 0, 0, 0, 0, 64, protocol, 0, 0]);
+        frame.extend([10, 77, 0, 2, 10, 77, 0, 3]);
+        frame.extend(rest);
+        frame
+    }
+
+    #[test]
+    fn packets_are_read_from_ethernet_frames() {
+        let wireguard = [0xca, 0x6c, 0xca, 0x6c, 0, 8, 0, 0];
+        let packet = |protocol, source_port, destination_port| Packet {
+            source: Ipv4Addr::new(10, 77, 0, 2),
+            destination: Ipv4Addr::new(10, 77, 0, 3),
+            protocol,
+            source_port,
+            destination_port,
+        };
+        let ipv4 = [0x08, 0x00];
+        assert_eq!(
+            Packet::parse(&frame(ipv4, 17, &wireguard)),
+            Some(packet(17, 51820, 51820))
+        );
+        assert_eq!(
+            Packet::parse(&frame(ipv4, 1, &wireguard)),
+            Some(packet(1, 0, 0))
+        );
+        assert_eq!(Packet::parse(&frame(ipv4, 6, &[0])), Some(packet(6, 0, 0)));
+        assert_eq!(Packet::parse(&frame([0x08, 0x06], 17, &wireguard)), None);
+        assert_eq!(Packet::parse(&frame(ipv4, 17, &[])[..20]), None);
     }
 }

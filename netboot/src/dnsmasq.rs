@@ -28,13 +28,13 @@ pub struct Config<'a> {
     pub script_url: &'a str,
 }
 
-/// PXE client architectures (RFC 4578 option 93, dnsmasq's names) and the
-/// first stage each gets. UEFI x86-64 firmware reports 7 or 9 depending on
-/// its vendor, so both are listed.
-const FIRST_STAGES: &[(&str, &str)] = &[
-    ("x86PC", BIOS_FIRST_STAGE),
-    ("x86-64_EFI", UEFI_FIRST_STAGE),
-    ("BC_EFI", UEFI_FIRST_STAGE),
+/// PXE client architectures (RFC 4578 option 93: dnsmasq's name and the
+/// number) and the first stage each gets. UEFI x86-64 firmware reports 7 or
+/// 9 depending on its vendor, so both are listed.
+const FIRST_STAGES: &[(&str, u16, &str)] = &[
+    ("x86PC", 0, BIOS_FIRST_STAGE),
+    ("x86-64_EFI", 9, UEFI_FIRST_STAGE),
+    ("BC_EFI", 7, UEFI_FIRST_STAGE),
 ];
 
 /// Parses `--dhcp`'s `START-END`.
@@ -105,8 +105,27 @@ impl Config<'_> {
              dhcp-match=set:ipxe,175\n",
             self.tftp_root.display()
         ));
-        for (arch, file) in FIRST_STAGES {
-            out.push_str(&format!("pxe-service=tag:!ipxe,{arch},\"chaos\",{file}\n"));
+        match self.dhcp {
+            Dhcp::Proxy => {
+                for (arch, _, file) in FIRST_STAGES {
+                    out.push_str(&format!("pxe-service=tag:!ipxe,{arch},\"chaos\",{file}\n"));
+                }
+            }
+            // As the only DHCP server, name the file in the offer itself,
+            // which every PXE client follows. pxe-service would instead
+            // send UEFI clients to a boot server discovery on port 4011
+            // that dnsmasq (2.90) leaves unanswered outside proxy mode,
+            // and OVMF gives up: "PXE-E16: No valid offer received".
+            Dhcp::Range(..) => {
+                out.push_str("# The firmware's architecture picks the first stage.\n");
+                for (_, number, file) in FIRST_STAGES {
+                    out.push_str(&format!(
+                        "dhcp-match=set:arch{number},option:client-arch,{number}\n\
+                         dhcp-boot=tag:!ipxe,tag:arch{number},{file},,{}\n",
+                        self.address
+                    ));
+                }
+            }
         }
         // The server address is not optional. Without it dnsmasq sends a
         // ProxyDHCPACK with next-server 0.0.0.0 for a URL, and iPXE ignores
@@ -164,10 +183,20 @@ mod tests {
     fn a_range_is_parsed_checked_and_served() {
         let range = parse_range("192.168.90.100-192.168.90.200").unwrap();
         let text = config(range.clone()).render();
-        assert!(text
-            .lines()
-            .any(|l| l == "dhcp-range=192.168.90.100,192.168.90.200,255.255.255.0,1h"));
+        for line in [
+            "dhcp-range=192.168.90.100,192.168.90.200,255.255.255.0,1h",
+            "dhcp-match=set:arch0,option:client-arch,0",
+            "dhcp-boot=tag:!ipxe,tag:arch0,undionly.kpxe,,192.168.90.2",
+            "dhcp-match=set:arch7,option:client-arch,7",
+            "dhcp-boot=tag:!ipxe,tag:arch7,ipxe.efi,,192.168.90.2",
+            "dhcp-match=set:arch9,option:client-arch,9",
+            "dhcp-boot=tag:!ipxe,tag:arch9,ipxe.efi,,192.168.90.2",
+            "dhcp-boot=tag:ipxe,http://192.168.90.2:8080/boot.ipxe,,192.168.90.2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+        }
         assert!(!text.contains("proxy"));
+        assert!(!text.contains("pxe-service"), "{text}");
         assert!(config(range).check().is_ok());
         let outside = parse_range("192.168.91.1-192.168.91.9").unwrap();
         assert_eq!(

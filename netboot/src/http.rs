@@ -36,10 +36,11 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
 
 /// Serves `site` on `listener` until the process ends, calling `log` with
 /// one line per request.
-pub fn serve(listener: TcpListener, site: Site, log: fn(&str)) {
+pub fn serve(listener: TcpListener, site: Site, log: impl Fn(&str) + Send + Sync + 'static) {
     let site = Arc::new(site);
+    let log = Arc::new(log);
     for stream in listener.incoming().flatten() {
-        let site = site.clone();
+        let (site, log) = (site.clone(), log.clone());
         std::thread::spawn(move || {
             let peer = stream
                 .peer_addr()

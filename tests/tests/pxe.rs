@@ -2,26 +2,27 @@
 //!
 //! - BIOS through QEMU's user network: its TFTP hands the NIC's boot ROM
 //!   (QEMU's ROMs are iPXE) the boot script, which fetches kernel and
-//!   initramfs over HTTP from `netboot`'s server on the host's loopback
-//!   (the guest reaches it as 10.0.2.2).
+//!   initramfs over HTTP from `netboot`'s server on the host's loopback.
 //! - UEFI through QEMU's user network: OVMF's PXE client fetches the unified
-//!   kernel image over TFTP. The user network's DHCP cannot tell iPXE from
-//!   the firmware, so chaining ipxe.efi there would load ipxe.efi for ever;
-//!   that path is shown in the lab test below, where dnsmasq breaks the loop.
+//!   kernel image over TFTP (ipxe.efi is shown in the labs below, where
+//!   dnsmasq breaks iPXE's chain-loading loop).
 //! - A lab in network namespaces: the LAN's own DHCP server (a plain
 //!   dnsmasq), `netboot serve` in proxy-DHCP mode beside it, a BIOS and a
 //!   UEFI PC on a bridge; both boot, and `netboot` logs their downloads and
 //!   stops everything it started on SIGTERM.
+//! - An isolated network with `netboot serve --dhcp` as its only DHCP
+//!   server: a BIOS and a UEFI PC boot and lease from its range.
 
 use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Mutex};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use chaos_tests::*;
 use netboot::boot::{self, SCRIPT};
-use xtask::vm::{Config, Firmware};
+use xtask::vm::{Firmware, Vm};
 
 /// A PXE tree for a test image, in build/tests/<name>.
 fn tree(name: &str) -> (PathBuf, String) {
@@ -32,43 +33,13 @@ fn tree(name: &str) -> (PathBuf, String) {
     (dir, append)
 }
 
-static DOWNLOADS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-fn record(line: &str) {
-    DOWNLOADS.lock().unwrap().push(line.to_string());
-}
-
 #[test]
 fn bios_pxe_over_the_user_network_fetches_the_kernel_over_http() {
     let (root, append) = tree("pxe-user-bios");
-    let listener = netboot::http::bind("127.0.0.1:0".parse().unwrap()).expect("an HTTP port");
-    let port = listener.local_addr().unwrap().port();
-    // 10.0.2.2 is the host as the user network's guests see it.
-    let script = boot::ipxe_script(&format!("http://10.0.2.2:{port}/"), &append);
-    let site = netboot::http::Site {
-        root: root.clone(),
-        rendered: Default::default(),
-    };
-    std::thread::spawn(move || netboot::http::serve(listener, site, record));
-    let tftp = root.join("tftp");
-    std::fs::create_dir_all(&tftp).unwrap();
-    std::fs::write(tftp.join(SCRIPT), script).unwrap();
-
-    let netdev = format!("user,id=n0,tftp={},bootfile={SCRIPT}", tftp.display());
-    let config = Config::firmware(
-        Firmware::Bios,
-        &[
-            "-netdev",
-            &netdev,
-            "-device",
-            "virtio-net-pci,netdev=n0",
-            "-boot",
-            "n",
-        ],
-    );
-    let mut vm = boot(&config);
+    let pxe = xtask::pxe::UserNetBios::serve(&root, &append).step();
+    let mut vm = boot(&pxe.config());
     vm.expect("init: ready", BOOT_TIMEOUT).step();
-    let downloads = DOWNLOADS.lock().unwrap().clone();
+    let downloads = pxe.downloads.lock().unwrap().clone();
     for file in [boot::KERNEL, boot::INITRD] {
         assert!(
             downloads
@@ -82,29 +53,16 @@ fn bios_pxe_over_the_user_network_fetches_the_kernel_over_http() {
 #[test]
 fn uefi_pxe_over_the_user_network_boots_the_unified_kernel_image() {
     let image = test_image("pxe-user-uefi", &[]);
-    let tftp = xtask::build_dir().join("tests/pxe-user-uefi");
-    std::fs::create_dir_all(&tftp).unwrap();
+    let uki = xtask::build_dir().join("tests/pxe-user-uefi/chaos.efi");
+    std::fs::create_dir_all(uki.parent().unwrap()).unwrap();
     xtask::uki::build(
         &fixture().kernel.vmlinuz,
         &image.path,
         &image.root_digest_arg(),
-        &tftp.join("chaos.efi"),
+        &uki,
     )
     .step();
-    let netdev = format!("user,id=n0,tftp={},bootfile=chaos.efi", tftp.display());
-    // romfile= leaves the NIC to OVMF's own virtio-net driver and PXE client.
-    let config = Config::firmware(
-        Firmware::Uefi,
-        &[
-            "-netdev",
-            &netdev,
-            "-device",
-            "virtio-net-pci,netdev=n0,romfile=",
-            "-boot",
-            "n",
-        ],
-    );
-    let mut vm = boot(&config);
+    let mut vm = boot(&xtask::pxe::uefi_user_net(&uki).step());
     vm.expect("NBP filename is chaos.efi", BOOT_TIMEOUT).step();
     vm.expect("init: ready", BOOT_TIMEOUT).step();
 }
@@ -118,13 +76,15 @@ struct Netboot {
 }
 
 impl Netboot {
-    fn start(ns: &Netns, root: &Path) -> Netboot {
+    /// `netboot serve --root ROOT ARGS...` in `ns`, on a free HTTP port.
+    fn start(ns: &Netns, root: &Path, args: &[&str]) -> Netboot {
         let program = xtask::pxe::netboot_binary().step();
         let mut child = Command::new("ip")
             .args(["netns", "exec", &ns.name])
             .arg(program)
-            .args(["serve", "--interface", "eth0", "--http-port", "0", "--root"])
+            .args(["serve", "--http-port", "0", "--root"])
             .arg(root)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -170,26 +130,66 @@ impl Netboot {
             }
         }
     }
+
+    /// Sends SIGTERM, as Ctrl-C or a service manager would. `ip netns exec`
+    /// execs netboot, so the pid is netboot's.
+    fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
 }
 
 impl Drop for Netboot {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // SIGTERM, not SIGKILL, even when a test failed: netboot stops its
+        // dnsmasq on the way out, which a killed netboot would leave behind.
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+            let _ = self.child.wait();
+        }
     }
+}
+
+/// A switch (bridge br0) in `lab` with one tap per PC.
+fn switch(lab: &Netns, taps: &[&str]) {
+    lab.run(&["ip", "link", "add", "br0", "type", "bridge"]);
+    lab.run(&["ip", "link", "set", "br0", "up"]);
+    for tap in taps {
+        lab.run(&["ip", "tuntap", "add", "dev", tap, "mode", "tap"]);
+        lab.run(&["ip", "link", "set", tap, "master", "br0", "up"]);
+    }
+}
+
+/// A PC on `tap` of `lab`'s switch that boots from the network. The BIOS
+/// PC's NIC ROM is QEMU's iPXE; the UEFI PC's firmware PXE client loads
+/// ipxe.efi over TFTP first.
+fn pc(lab: &Netns, tap: &str, mac: &str, firmware: Firmware) -> Vm {
+    let netdev = format!("tap,id=n0,ifname={tap},script=no,downscript=no");
+    let rom = if firmware == Firmware::Uefi {
+        ",romfile="
+    } else {
+        ""
+    };
+    let device = format!("virtio-net-pci,netdev=n0,mac={mac}{rom}");
+    let mut config = xtask::pxe::network_boot(firmware, &netdev, &device);
+    config.wrapper = lab.wrapper();
+    boot(&config)
 }
 
 #[test]
 fn proxy_dhcp_beside_the_lans_dhcp_server_boots_bios_and_uefi_pcs() {
     require_root();
     let (root, _) = tree("pxe-lab");
-    // The lab: a switch (bridge) in one namespace, the LAN's DHCP server and
-    // the head each in their own, the PCs on taps.
+    // The lab: a switch in one namespace, the LAN's DHCP server and the
+    // head each in their own, the PCs on taps.
     let lab = Netns::new("pxe-lab");
     let lan = Netns::new("pxe-lan");
     let head = Netns::new("pxe-head");
-    lab.run(&["ip", "link", "add", "br0", "type", "bridge"]);
-    lab.run(&["ip", "link", "set", "br0", "up"]);
+    switch(&lab, &["tap0", "tap1"]);
     for (ns, port, addr) in [
         (&lan, "v-lan", "192.168.90.1/24"),
         (&head, "v-head", "192.168.90.2/24"),
@@ -200,10 +200,6 @@ fn proxy_dhcp_beside_the_lans_dhcp_server_boots_bios_and_uefi_pcs() {
         lab.run(&["ip", "link", "set", port, "master", "br0", "up"]);
         ns.run(&["ip", "addr", "add", addr, "dev", "eth0"]);
         ns.run(&["ip", "link", "set", "eth0", "up"]);
-    }
-    for tap in ["tap0", "tap1"] {
-        lab.run(&["ip", "tuntap", "add", "dev", tap, "mode", "tap"]);
-        lab.run(&["ip", "link", "set", tap, "master", "br0", "up"]);
     }
     let leases = root.join("lan.leases");
     let mut lan_dhcp = Command::new("ip")
@@ -226,23 +222,11 @@ fn proxy_dhcp_beside_the_lans_dhcp_server_boots_bios_and_uefi_pcs() {
         .spawn()
         .expect("starting the LAN's dnsmasq");
 
-    let mut netboot = Netboot::start(&head, &root);
+    let mut netboot = Netboot::start(&head, &root, &["--interface", "eth0"]);
     netboot.expect(&["serving eth0 (192.168.90.2): proxy-DHCP"], STEP_TIMEOUT);
 
-    let pc = |tap: &str, mac: &str, firmware: Firmware, rom: &str| {
-        let netdev = format!("tap,id=n0,ifname={tap},script=no,downscript=no");
-        let device = format!("virtio-net-pci,netdev=n0,mac={mac}{rom}");
-        let mut config = Config::firmware(
-            firmware,
-            &["-netdev", &netdev, "-device", &device, "-boot", "n"],
-        );
-        config.wrapper = lab.wrapper();
-        boot(&config)
-    };
-    // The BIOS PC's NIC ROM is QEMU's iPXE; the UEFI PC's firmware PXE
-    // client loads ipxe.efi over TFTP first.
-    let mut bios = pc("tap0", "52:54:00:00:90:01", Firmware::Bios, "");
-    let mut uefi = pc("tap1", "52:54:00:00:90:02", Firmware::Uefi, ",romfile=");
+    let mut bios = pc(&lab, "tap0", "52:54:00:00:90:01", Firmware::Bios);
+    let mut uefi = pc(&lab, "tap1", "52:54:00:00:90:02", Firmware::Uefi);
     bios.expect("init: ready", BOOT_TIMEOUT).step();
     uefi.expect("init: ready", BOOT_TIMEOUT).step();
 
@@ -268,10 +252,8 @@ fn proxy_dhcp_beside_the_lans_dhcp_server_boots_bios_and_uefi_pcs() {
         }
     }
 
-    // SIGTERM stops dnsmasq and removes the configuration. `ip netns
-    // exec` execs netboot, so the pid is netboot's.
-    let pid = netboot.child.id().to_string();
-    let conf_dir = format!("/tmp/netboot-{pid}");
+    // SIGTERM stops dnsmasq and removes the configuration.
+    let conf_dir = format!("/tmp/netboot-{}", netboot.child.id());
     assert!(
         Path::new(&conf_dir).exists(),
         "{conf_dir} missing while serving"
@@ -280,11 +262,7 @@ fn proxy_dhcp_beside_the_lans_dhcp_server_boots_bios_and_uefi_pcs() {
         running_with(&conf_dir),
         "no dnsmasq running with {conf_dir}"
     );
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    netboot.terminate();
     netboot.expect(&["netboot: stopped"], STEP_TIMEOUT);
     let status = netboot.child.wait().unwrap();
     assert!(status.success(), "netboot ended with {status}");
@@ -295,6 +273,62 @@ fn proxy_dhcp_beside_the_lans_dhcp_server_boots_bios_and_uefi_pcs() {
     );
     let _ = lan_dhcp.kill();
     let _ = lan_dhcp.wait();
+}
+
+#[test]
+fn netboot_as_the_only_dhcp_server_leases_from_its_range_to_bios_and_uefi_pcs() {
+    require_root();
+    let (root, _) = tree("pxe-range");
+    // An isolated network: the head's interface is the switch itself, and
+    // nothing but netboot answers DHCP on it.
+    let lab = Netns::new("pxe-range");
+    switch(&lab, &["tap0", "tap1"]);
+    lab.run(&["ip", "addr", "add", "192.168.91.1/24", "dev", "br0"]);
+    let (first, last) = (
+        Ipv4Addr::new(192, 168, 91, 100),
+        Ipv4Addr::new(192, 168, 91, 109),
+    );
+    let range = format!("{first}-{last}");
+    let mut netboot = Netboot::start(&lab, &root, &["--interface", "br0", "--dhcp", &range]);
+    netboot.expect(
+        &[&format!("serving br0 (192.168.91.1): DHCP for {range}")],
+        STEP_TIMEOUT,
+    );
+
+    let pcs = [
+        (
+            "52:54:00:00:91:01",
+            pc(&lab, "tap0", "52:54:00:00:91:01", Firmware::Bios),
+        ),
+        (
+            "52:54:00:00:91:02",
+            pc(&lab, "tap1", "52:54:00:00:91:02", Firmware::Uefi),
+        ),
+    ];
+    for (mac, mut vm) in pcs {
+        // The node's own DHCP, after the firmware's and iPXE's.
+        let bound = vm
+            .expect_line("init: dhcp: eth0: bound to ", BOOT_TIMEOUT)
+            .step();
+        vm.expect("init: ready", STEP_TIMEOUT).step();
+        let address: Ipv4Addr = bound
+            .split_once("bound to ")
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .and_then(|(ip, _)| ip.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {bound:?}"));
+        assert!(
+            (first..=last).contains(&address),
+            "{mac} was bound to {address}, outside {range}: {bound}"
+        );
+        assert!(bound.contains(" from 192.168.91.1 "), "{bound}");
+        netboot.expect(&[&format!("DHCPACK(br0) {address} {mac}")], STEP_TIMEOUT);
+    }
+    for file in [boot::KERNEL, boot::INITRD] {
+        netboot.expect(
+            &["http: 192.168.91.1", &format!("GET /{file} 200")],
+            STEP_TIMEOUT,
+        );
+    }
 }
 
 /// Whether any process has `needle` in its command line.

@@ -4,10 +4,13 @@
 //! is flat, which is all the HTTP server will serve.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use netboot::boot::{ARGS, BIOS_FIRST_STAGE, INITRD, KERNEL, SCRIPT, UEFI_FIRST_STAGE};
 use xshell::cmd;
+
+use crate::vm::{Config, Firmware};
 
 /// Where Debian's ipxe package installs its first stages.
 const IPXE_DIR: &str = "/usr/lib/ipxe";
@@ -71,6 +74,85 @@ pub fn sizes(dir: &Path) -> anyhow::Result<Vec<(String, u64)>> {
         out.push((format!("pxe/{name}"), size));
     }
     Ok(out)
+}
+
+/// BIOS PXE on QEMU's user network, served from a PXE tree: the user
+/// network's TFTP hands the NIC's boot ROM (QEMU's ROMs are iPXE) a boot
+/// script, which fetches kernel and initramfs over HTTP from netboot's
+/// server on the host's loopback. The server runs until the process ends.
+pub struct UserNetBios {
+    /// The TFTP directory holding the script.
+    tftp: PathBuf,
+    /// The HTTP server's log, one line per request.
+    pub downloads: Arc<Mutex<Vec<String>>>,
+}
+
+impl UserNetBios {
+    /// Serves `tree` (from [`build`]) over HTTP on a free loopback port and
+    /// writes the script, with the tree's kernel arguments `append`, to
+    /// `tree`/tftp, where HTTP (flat names only) never serves it.
+    pub fn serve(tree: &Path, append: &str) -> anyhow::Result<UserNetBios> {
+        let listener = netboot::http::bind((std::net::Ipv4Addr::LOCALHOST, 0).into())?;
+        let port = listener.local_addr()?.port();
+        // 10.0.2.2 is the host as the user network's guests see it.
+        let script = netboot::boot::ipxe_script(&format!("http://10.0.2.2:{port}/"), append);
+        let tftp = tree.join("tftp");
+        std::fs::create_dir_all(&tftp)?;
+        std::fs::write(tftp.join(SCRIPT), script)?;
+        let downloads: Arc<Mutex<Vec<String>>> = Arc::default();
+        let site = netboot::http::Site {
+            root: tree.to_path_buf(),
+            rendered: Default::default(),
+        };
+        let log = downloads.clone();
+        std::thread::spawn(move || {
+            netboot::http::serve(listener, site, move |line| {
+                log.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(line.to_string());
+            })
+        });
+        Ok(UserNetBios { tftp, downloads })
+    }
+
+    /// A SeaBIOS PC that boots from its virtio NIC on the user network.
+    pub fn config(&self) -> Config {
+        let netdev = format!("user,id=n0,tftp={},bootfile={SCRIPT}", self.tftp.display());
+        network_boot(Firmware::Bios, &netdev, "virtio-net-pci,netdev=n0")
+    }
+}
+
+/// UEFI PXE on QEMU's user network: OVMF's own PXE client loads the unified
+/// kernel image `uki` (from [`crate::uki::build`]) over TFTP. The user
+/// network's DHCP cannot tell iPXE from the firmware, so chaining ipxe.efi
+/// here would load ipxe.efi for ever; that path needs `netboot serve`.
+pub fn uefi_user_net(uki: &Path) -> anyhow::Result<Config> {
+    let (Some(dir), Some(name)) = (uki.parent(), uki.file_name()) else {
+        anyhow::bail!(
+            "{}: expected the path of a unified kernel image",
+            uki.display()
+        );
+    };
+    let netdev = format!(
+        "user,id=n0,tftp={},bootfile={}",
+        dir.display(),
+        name.to_string_lossy()
+    );
+    // romfile= leaves the NIC to OVMF's own virtio-net driver and PXE client.
+    Ok(network_boot(
+        Firmware::Uefi,
+        &netdev,
+        "virtio-net-pci,netdev=n0,romfile=",
+    ))
+}
+
+/// A PC whose `firmware` boots from its one NIC, `device` on the QEMU
+/// backend `netdev` (whose id is n0).
+pub fn network_boot(firmware: Firmware, netdev: &str, device: &str) -> Config {
+    Config::firmware(
+        firmware,
+        &["-netdev", netdev, "-device", device, "-boot", "n"],
+    )
 }
 
 /// The `netboot` program, built for this host in a target directory of its

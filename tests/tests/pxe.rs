@@ -3,6 +3,8 @@
 //! - BIOS through QEMU's user network: its TFTP hands the NIC's boot ROM
 //!   (QEMU's ROMs are iPXE) the boot script, which fetches kernel and
 //!   initramfs over HTTP from `netboot`'s server on the host's loopback.
+//!   The same ROM also loads undionly.kpxe, the BIOS first stage, which
+//!   then boots the node through the ROM's PXE stack.
 //! - UEFI through QEMU's user network: OVMF's PXE client fetches the unified
 //!   kernel image over TFTP (ipxe.efi is shown in the labs below, where
 //!   dnsmasq breaks iPXE's chain-loading loop).
@@ -37,7 +39,7 @@ fn tree(name: &str) -> (PathBuf, String) {
 fn bios_pxe_over_the_user_network_fetches_the_kernel_over_http() {
     let (root, append) = tree("pxe-user-bios");
     let pxe = xtask::pxe::UserNetBios::serve(&root, &append).step();
-    let mut vm = boot(&pxe.config());
+    let mut vm = boot(&pxe.config(SCRIPT));
     vm.expect("init: ready", BOOT_TIMEOUT).step();
     let downloads = pxe.downloads.lock().unwrap().clone();
     for file in [boot::KERNEL, boot::INITRD] {
@@ -46,6 +48,47 @@ fn bios_pxe_over_the_user_network_fetches_the_kernel_over_http() {
                 .iter()
                 .any(|l| l.contains(&format!(" GET /{file} 200 "))),
             "no HTTP download of {file}: {downloads:?}"
+        );
+    }
+}
+
+#[test]
+fn undionly_kpxe_boots_the_node_through_the_nic_roms_pxe_stack() {
+    // undionly.kpxe is what dnsmasq gives a BIOS PC whose NIC ROM is not
+    // iPXE, but every QEMU NIC ROM is iPXE, which dnsmasq hands the script
+    // at once. iPXE's ROM offers the PXE API (UNDI) to what it loads, as a
+    // vendor's PXE ROM does, so here the ROM loads undionly.kpxe as any PXE
+    // program and undionly drives the NIC through that API.
+    let (root, append) = tree("pxe-undionly");
+    let pxe = xtask::pxe::UserNetBios::serve(&root, &append).step();
+    xtask::pxe::copy(
+        &root.join(boot::BIOS_FIRST_STAGE),
+        &pxe.tftp.join(boot::BIOS_FIRST_STAGE),
+    )
+    .step();
+    // The ROM gets this script first and loads undionly.kpxe; undionly
+    // gets it again (the ROM's DHCP reply, handed on) and, seeing its own
+    // driver, takes the tree's script over HTTP, which the ROM never does.
+    let chain = "chain.ipxe";
+    std::fs::write(
+        pxe.tftp.join(chain),
+        format!(
+            "#!ipxe\n\
+             iseq ${{net0/chip}} undionly && chain {}{SCRIPT} || chain {}\n",
+            pxe.base,
+            boot::BIOS_FIRST_STAGE
+        ),
+    )
+    .unwrap();
+    let mut vm = boot(&pxe.config(chain));
+    vm.expect("init: ready", BOOT_TIMEOUT).step();
+    let downloads = pxe.downloads.lock().unwrap().clone();
+    for file in [SCRIPT, boot::KERNEL, boot::INITRD] {
+        assert!(
+            downloads
+                .iter()
+                .any(|l| l.contains(&format!(" GET /{file} 200 "))),
+            "no HTTP download of {file} by undionly.kpxe: {downloads:?}"
         );
     }
 }

@@ -81,8 +81,10 @@ pub fn sizes(dir: &Path) -> anyhow::Result<Vec<(String, u64)>> {
 /// script, which fetches kernel and initramfs over HTTP from netboot's
 /// server on the host's loopback. The server runs until the process ends.
 pub struct UserNetBios {
-    /// The TFTP directory holding the script.
-    tftp: PathBuf,
+    /// The user network's TFTP directory, holding the script.
+    pub tftp: PathBuf,
+    /// The tree's URL as the guest reaches the HTTP server.
+    pub base: String,
     /// The HTTP server's log, one line per request.
     pub downloads: Arc<Mutex<Vec<String>>>,
 }
@@ -95,7 +97,8 @@ impl UserNetBios {
         let listener = netboot::http::bind((std::net::Ipv4Addr::LOCALHOST, 0).into())?;
         let port = listener.local_addr()?.port();
         // 10.0.2.2 is the host as the user network's guests see it.
-        let script = netboot::boot::ipxe_script(&format!("http://10.0.2.2:{port}/"), append);
+        let base = format!("http://10.0.2.2:{port}/");
+        let script = netboot::boot::ipxe_script(&base, append);
         let tftp = tree.join("tftp");
         std::fs::create_dir_all(&tftp)?;
         std::fs::write(tftp.join(SCRIPT), script)?;
@@ -112,12 +115,21 @@ impl UserNetBios {
                     .push(line.to_string());
             })
         });
-        Ok(UserNetBios { tftp, downloads })
+        Ok(UserNetBios {
+            tftp,
+            base,
+            downloads,
+        })
     }
 
-    /// A SeaBIOS PC that boots from its virtio NIC on the user network.
-    pub fn config(&self) -> Config {
-        let netdev = format!("user,id=n0,tftp={},bootfile={SCRIPT}", self.tftp.display());
+    /// A SeaBIOS PC that boots from its virtio NIC on the user network,
+    /// whose DHCP names `bootfile` in [`Self::tftp`] (the script is
+    /// netboot's [`SCRIPT`]).
+    pub fn config(&self, bootfile: &str) -> Config {
+        let netdev = format!(
+            "user,id=n0,tftp={},bootfile={bootfile}",
+            self.tftp.display()
+        );
         network_boot(Firmware::Bios, &netdev, "virtio-net-pci,netdev=n0")
     }
 }

@@ -17,7 +17,7 @@ use crate::vm::{Config, Vm};
 const MIB: f64 = 1024.0 * 1024.0;
 
 struct Row {
-    what: &'static str,
+    what: String,
     measured: String,
     budget: &'static str,
     /// None when the figure has no budget of its own.
@@ -47,7 +47,7 @@ pub fn run(sh: &Shell, boots: usize) -> anyhow::Result<()> {
     ] {
         let size = std::fs::metadata(path)?.len() as f64;
         rows.push(Row {
-            what,
+            what: what.into(),
             measured: format!("{:.2} MB", size / MIB),
             budget,
             within: limit.map(|mb| size <= mb * MIB),
@@ -57,7 +57,7 @@ pub fn run(sh: &Shell, boots: usize) -> anyhow::Result<()> {
     let base = crate::image::moduleless_spec(&binaries)?;
     let base_size = crate::image::write(&base, &scratch.join("base.cpio.gz"))?.size;
     rows.push(Row {
-        what: "base initramfs (no modules), gzip",
+        what: "base initramfs (no modules), gzip".into(),
         measured: format!("{:.2} MB", base_size as f64 / MIB),
         budget: "<= 2 MB",
         within: Some(base_size as f64 <= 2.0 * MIB),
@@ -75,13 +75,13 @@ pub fn run(sh: &Shell, boots: usize) -> anyhow::Result<()> {
     let written = written.context("no image was built")?;
     let build = median(&mut builds);
     rows.push(Row {
-        what: "image with boot modules, gzip",
+        what: "image with boot modules, gzip".into(),
         measured: format!("{:.2} MB", written.size as f64 / MIB),
         budget: "-",
         within: None,
     });
     rows.push(Row {
-        what: "image build (mkimage, warm, with modules)",
+        what: "image build (mkimage, warm, with modules)".into(),
         measured: format!("{} ms (median of 5)", build.as_millis()),
         budget: "<= 1 s",
         within: Some(build <= Duration::from_secs(1)),
@@ -95,7 +95,8 @@ pub fn run(sh: &Shell, boots: usize) -> anyhow::Result<()> {
                 "image with every wired Ethernet driver"
             } else {
                 "image with the lab NIC class"
-            },
+            }
+            .into(),
             measured: format!(
                 "{:.2} MB, {} modules",
                 class.size as f64 / MIB,
@@ -108,7 +109,7 @@ pub fn run(sh: &Shell, boots: usize) -> anyhow::Result<()> {
     let lease =
         crate::netbench::handoff_to_lease(&kernel, &written.path, &written.root_digest_arg())?;
     rows.push(Row {
-        what: "hand-off -> DHCP lease, e1000 (TCG)",
+        what: "hand-off -> DHCP lease, e1000 (TCG)".into(),
         measured: format!("{} ms", lease.as_millis()),
         budget: "-",
         within: None,
@@ -119,7 +120,7 @@ pub fn run(sh: &Shell, boots: usize) -> anyhow::Result<()> {
     let custom = crate::custom_kernel::build(sh, None)?;
     let bzimage = std::fs::metadata(&custom.vmlinuz)?.len() as f64;
     rows.push(Row {
-        what: "custom kernel bzImage (no modules)",
+        what: "custom kernel bzImage (no modules)".into(),
         measured: format!("{:.2} MB", bzimage / 1e6),
         budget: "<= 3 MB",
         within: Some(bzimage <= 3e6),
@@ -142,7 +143,7 @@ pub fn run(sh: &Shell, boots: usize) -> anyhow::Result<()> {
     ] {
         if let Some(handoff) = handoff(kernel, image, boots)? {
             rows.push(Row {
-                what,
+                what: what.into(),
                 measured: format!("{} ms (median of {boots})", handoff.as_millis()),
                 budget: "<= 150 ms",
                 within: Some(handoff <= Duration::from_millis(150)),
@@ -150,6 +151,9 @@ pub fn run(sh: &Shell, boots: usize) -> anyhow::Result<()> {
         }
     }
 
+    let tree = scratch.join("pxe");
+    let uki = scratch.join("chaos.efi");
+    rows.extend(artifacts(&kernel, &written, &tree, &uki, &scratch)?);
     let iso = scratch.join("chaos-custom.iso");
     let iso_size = crate::iso::build(
         &custom.vmlinuz,
@@ -158,11 +162,12 @@ pub fn run(sh: &Shell, boots: usize) -> anyhow::Result<()> {
         &iso,
     )? as f64;
     rows.push(Row {
-        what: "hybrid ISO (BIOS + UEFI), custom kernel",
+        what: "hybrid ISO (BIOS + UEFI), custom kernel".into(),
         measured: format!("{:.2} MB", iso_size / 1e6),
         budget: "<= 7.6 MB",
         within: Some(iso_size <= 7.6e6),
     });
+    rows.extend(pxe_boots(&tree, &uki, &written.root_digest_arg(), boots)?);
 
     println!(
         "\n{:<48} {:>26} {:>10}  verdict",
@@ -212,6 +217,112 @@ fn handoff(kernel: &Kernel, image: &Written, boots: usize) -> anyhow::Result<Opt
     }
     Ok((!handoffs.is_empty()).then(|| median(&mut handoffs)))
 }
+
+/// Builds the distribution kernel's boot artifacts from the bench's image
+/// and returns their sizes: the PXE tree's files at `tree`, the unified
+/// kernel image at `uki` (both booted by [`pxe_boots`]), and the hybrid ISO
+/// and the drone appliance in `scratch`.
+fn artifacts(
+    kernel: &Kernel,
+    image: &Written,
+    tree: &Path,
+    uki: &Path,
+    scratch: &Path,
+) -> anyhow::Result<Vec<Row>> {
+    let append = image.root_digest_arg();
+    crate::pxe::build(&kernel.vmlinuz, &image.path, &append, tree)?;
+    let mut sizes: Vec<(String, u64)> = crate::pxe::sizes(tree)?
+        .into_iter()
+        .map(|(name, size)| (format!("PXE tree: {name}"), size))
+        .collect();
+    let uki_size = crate::uki::build(&kernel.vmlinuz, &image.path, &append, uki)?;
+    sizes.push(("unified kernel image chaos.efi".into(), uki_size));
+    let iso = scratch.join("chaos.iso");
+    let iso_size = crate::iso::build(&kernel.vmlinuz, &image.path, &append, &iso)?;
+    sizes.push((
+        "hybrid ISO (BIOS + UEFI), distribution kernel".into(),
+        iso_size,
+    ));
+    let appliance = crate::appliance::build(&iso, &scratch.join("chaos-drone.qcow2"))?;
+    sizes.push(("drone appliance chaos-drone.qcow2".into(), appliance));
+    Ok(sizes
+        .into_iter()
+        .map(|(what, size)| Row {
+            what,
+            measured: readable_size(size),
+            budget: "-",
+            within: None,
+        })
+        .collect())
+}
+
+/// "312 B", "71.4 kB", "7.43 MB (7.09 MiB)": small files such as the boot
+/// script stay readable beside the ISO, and large ones read against both
+/// the ISO's decimal budget and the image sizes above, which are binary.
+fn readable_size(bytes: u64) -> String {
+    match bytes {
+        0..10_000 => format!("{bytes} B"),
+        10_000..1_000_000 => format!("{:.1} kB", bytes as f64 / 1e3),
+        _ => format!(
+            "{:.2} MB ({:.2} MiB)",
+            bytes as f64 / 1e6,
+            bytes as f64 / MIB
+        ),
+    }
+}
+
+/// Wall time from starting QEMU to `init: ready` for each PXE path on
+/// QEMU's user network, median of `boots`: BIOS (the NIC's iPXE ROM, the
+/// boot script over TFTP, kernel and initramfs over HTTP from netboot's
+/// server) and UEFI (OVMF loading the unified kernel image over TFTP).
+/// Wall time, as the firmware's and the transfers' share is what differs
+/// between the paths and the guest's clock does not see it.
+fn pxe_boots(tree: &Path, uki: &Path, append: &str, boots: usize) -> anyhow::Result<Vec<Row>> {
+    let bios = crate::pxe::UserNetBios::serve(tree, append)?;
+    let mut rows = Vec::new();
+    for (path, what, config) in [
+        (
+            "BIOS",
+            "PXE boot to ready, BIOS, TFTP + HTTP (TCG)",
+            bios.config(netboot::boot::SCRIPT),
+        ),
+        (
+            "UEFI",
+            "PXE boot to ready, UEFI, chaos.efi by TFTP (TCG)",
+            crate::pxe::uefi_user_net(uki)?,
+        ),
+    ] {
+        let mut times = Vec::new();
+        for boot in 1..=boots {
+            let started = Instant::now();
+            let mut vm = Vm::start(&config)?;
+            vm.expect("init: ready", PXE_BOOT_LIMIT)
+                .with_context(|| format!("{path} PXE boot {boot}/{boots}"))?;
+            let took = started.elapsed();
+            println!(
+                "bench: {path} PXE boot {boot}/{boots}: QEMU start to ready in {:.1} s",
+                took.as_secs_f64()
+            );
+            times.push(took);
+        }
+        if !times.is_empty() {
+            rows.push(Row {
+                what: what.into(),
+                measured: format!(
+                    "{:.1} s wall (median of {boots})",
+                    median(&mut times).as_secs_f64()
+                ),
+                budget: "-",
+                within: None,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// How long one PXE boot under TCG may take before the bench gives up on
+/// it: firmware, transfers and the boot, on a loaded two-core machine.
+const PXE_BOOT_LIMIT: Duration = Duration::from_secs(600);
 
 /// Guest time from the kernel handing over to /init until the console
 /// prints `line`, from printk timestamps (so host load matters less).
@@ -267,26 +378,26 @@ fn certainty(
     let share = native.median_ms / 2000.0 * 100.0;
     let mut rows = vec![
         Row {
-            what: "certaintyd full pass, default image",
+            what: "certaintyd full pass, default image".into(),
             measured: format!("{:.2} ms (median of 200)", native.median_ms),
             budget: "<= 20 ms",
             within: Some(native.median_ms <= 20.0),
         },
         Row {
-            what: "certaintyd share of a core at 2 s",
+            what: "certaintyd share of a core at 2 s".into(),
             measured: format!("{share:.2} %"),
             budget: "<= 1 %",
             within: Some(share <= 1.0),
         },
     ];
     rows.push(Row {
-        what: "sha256 throughput, best this CPU offers",
+        what: "sha256 throughput, best this CPU offers".into(),
         measured: format!("{:.0} MB/s ({})", native.best_rate, native.backend),
         budget: "-",
         within: None,
     });
     rows.push(Row {
-        what: "sha256 throughput, portable code",
+        what: "sha256 throughput, portable code".into(),
         measured: format!("{:.0} MB/s", passes[1].best_rate),
         budget: "-",
         within: None,
@@ -301,7 +412,7 @@ fn builders(sh: &Shell, kernel: &Kernel, binaries: &Binaries) -> anyhow::Result<
     crate::compare::print(&built);
     let ours = built.first().context("mkimage built nothing")?;
     let mut rows = vec![Row {
-        what: "mkimage, same kernel and modules",
+        what: "mkimage, same kernel and modules".into(),
         measured: format!(
             "{} ms, {:.2} MB",
             ours.took.as_millis(),
@@ -318,7 +429,8 @@ fn builders(sh: &Shell, kernel: &Kernel, binaries: &Binaries) -> anyhow::Result<
                 "mkimage vs dracut: faster, smaller"
             } else {
                 "mkimage vs mkinitramfs: faster, smaller"
-            },
+            }
+            .into(),
             measured: format!("{faster:.1}x, {smaller:.1}x"),
             budget: ">= 10x, >1x",
             within: Some(faster >= 10.0 && smaller > 1.0),
@@ -336,13 +448,13 @@ fn cluster(binaries: &Binaries) -> anyhow::Result<Vec<Row>> {
     let rss_mb = scale.head_peak_rss_kib as f64 / 1024.0;
     let mut rows = vec![
         Row {
-            what: "500 drones joined, control plane",
+            what: "500 drones joined, control plane".into(),
             measured: format!("{} ms", scale.all_joined.as_millis()),
             budget: "<= 10 s",
             within: Some(scale.all_joined <= Duration::from_secs(10)),
         },
         Row {
-            what: "head peak RSS with 500 drones",
+            what: "head peak RSS with 500 drones".into(),
             measured: format!("{rss_mb:.1} MB"),
             budget: "<= 64 MB",
             within: Some(rss_mb <= 64.0),
@@ -352,20 +464,20 @@ fn cluster(binaries: &Binaries) -> anyhow::Result<Vec<Row>> {
         let ns = chaos_agent::bench::namespace_cluster(&binaries.tyd, 4)?;
         let mut joins = ns.joins.clone();
         rows.push(Row {
-            what: "drone join, 5-node namespace cluster",
+            what: "drone join, 5-node namespace cluster".into(),
             measured: format!("{} ms (median of 4)", median(&mut joins).as_millis()),
             budget: "-",
             within: None,
         });
         rows.push(Row {
-            what: "5-node namespace cluster converged",
+            what: "5-node namespace cluster converged".into(),
             measured: format!("{} ms", ns.converged.as_millis()),
             budget: "-",
             within: None,
         });
     } else {
         rows.push(Row {
-            what: "5-node namespace cluster",
+            what: "5-node namespace cluster".into(),
             measured: "not measured: network namespaces need root".into(),
             budget: "-",
             within: None,
@@ -386,7 +498,7 @@ fn cluster(binaries: &Binaries) -> anyhow::Result<Vec<Row>> {
         let qemu = crate::cluster::measure(crate::image::KernelChoice::Distribution, drones)?;
         let mut joins = qemu.joins.clone();
         rows.push(Row {
-            what: join,
+            what: join.into(),
             measured: format!("{} ms (median of {drones})", median(&mut joins).as_millis()),
             budget: "-",
             within: None,
@@ -394,7 +506,7 @@ fn cluster(binaries: &Binaries) -> anyhow::Result<Vec<Row>> {
         // DESIGN.md budgets the three-node cluster.
         let budget = drones == 2;
         rows.push(Row {
-            what: converged,
+            what: converged.into(),
             measured: format!("{} ms", qemu.converged.as_millis()),
             budget: if budget { "<= 5 s" } else { "-" },
             within: budget.then_some(qemu.converged <= Duration::from_secs(5)),
@@ -460,6 +572,14 @@ mod tests {
         assert_eq!(timestamp("[    1.234500] init: ready").unwrap(), 1.2345);
         assert!(timestamp("init: ready").is_err());
         assert!(timestamp("[abc] x").is_err());
+    }
+
+    #[test]
+    fn sizes_read_well_from_bytes_to_megabytes() {
+        assert_eq!(readable_size(312), "312 B");
+        assert_eq!(readable_size(9_999), "9999 B");
+        assert_eq!(readable_size(71_400), "71.4 kB");
+        assert_eq!(readable_size(7_430_000), "7.43 MB (7.09 MiB)");
     }
 
     #[test]

@@ -197,36 +197,6 @@ fn set_mtimes(dir: &Path, epoch: u64) -> anyhow::Result<()> {
     set_mtime(dir, epoch)
 }
 
-/// "name 1.2 MiB, ..." for progress lines.
-pub fn describe(sizes: &[(String, u64)]) -> String {
-    sizes
-        .iter()
-        .map(|(name, size)| format!("{name} {:.2} MiB", *size as f64 / MIB))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Sizes of every boot artifact that exists in build/, by name, for the
-/// bench: the PXE tree's files, the ISO, the unified kernel image and the
-/// drone appliance.
-pub fn sizes() -> anyhow::Result<Vec<(String, u64)>> {
-    let mut out = Vec::new();
-    if crate::pxe::default_dir().is_dir() {
-        out.extend(crate::pxe::sizes(&crate::pxe::default_dir())?);
-    }
-    for path in [
-        default_path(),
-        crate::uki::default_path(),
-        crate::appliance::default_path(),
-    ] {
-        if let Ok(meta) = std::fs::metadata(&path) {
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            out.push((name.into_owned(), meta.len()));
-        }
-    }
-    Ok(out)
-}
-
 /// `cargo xtask iso`: the image, then the ISO; with `appliance`, the drone
 /// appliance from it too.
 pub fn command(choice: crate::image::KernelChoice, appliance: bool) -> anyhow::Result<()> {

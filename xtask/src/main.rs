@@ -114,11 +114,13 @@ struct Qemu {
 struct Test {}
 
 /// Measure the DESIGN.md budgets: binary and image sizes, image build time,
-/// kernel hand-off to ready under QEMU.
+/// kernel hand-off to ready under QEMU, the size of every boot artifact
+/// (PXE tree, unified kernel image, ISO, appliance) and the PXE boot time
+/// of the BIOS and UEFI paths. Artifacts go to build/bench/.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "bench")]
 struct Bench {
-    /// how many boots to time (default 3)
+    /// how many boots to time per kernel and per PXE path (default 3)
     #[argh(option, default = "3")]
     boots: usize,
 }

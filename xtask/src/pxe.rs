@@ -50,7 +50,11 @@ pub fn build(kernel: &Path, initrd: &Path, append: &str, out: &Path) -> anyhow::
     println!(
         "pxe: {} ({})",
         out.display(),
-        crate::iso::describe(&sizes(out)?)
+        sizes(out)?
+            .iter()
+            .map(|(name, size)| format!("{name} {:.2} MiB", *size as f64 / (1024.0 * 1024.0)))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(())
 }
@@ -71,7 +75,7 @@ pub fn sizes(dir: &Path) -> anyhow::Result<Vec<(String, u64)>> {
         let size = std::fs::metadata(dir.join(name))
             .with_context(|| format!("{}/{name}", dir.display()))?
             .len();
-        out.push((format!("pxe/{name}"), size));
+        out.push((name.to_string(), size));
     }
     Ok(out)
 }

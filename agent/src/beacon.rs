@@ -14,7 +14,7 @@
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -24,6 +24,7 @@ use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, Sockadd
 use crate::codec::{Reader, Writer};
 use crate::keys::{fingerprint, ClusterIdentity};
 use crate::log::{info, RejectLog};
+use crate::proto::Timestamps;
 
 /// The UDP port drones listen on for beacons.
 pub const BEACON_PORT: u16 = 7701;
@@ -155,7 +156,7 @@ pub struct Sender {
     port: u16,
     interval: Duration,
     next: Instant,
-    last_timestamp: u64,
+    timestamps: Timestamps,
     /// What the log last said about where beacons go, so that it speaks
     /// only of changes.
     announced: String,
@@ -181,7 +182,7 @@ impl Sender {
             port,
             interval,
             next: Instant::now(),
-            last_timestamp: 0,
+            timestamps: Timestamps::default(),
             announced: String::new(),
         })
     }
@@ -222,14 +223,10 @@ impl Sender {
     }
 
     fn seal(&mut self, join: SocketAddrV4) -> Vec<u8> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        self.last_timestamp = now.max(self.last_timestamp + 1);
         Beacon {
             head: self.head,
             join,
-            timestamp: self.last_timestamp,
+            timestamp: self.timestamps.stamp(),
         }
         .seal(&self.key)
     }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixListener;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -25,7 +25,8 @@ use crate::head::{set_user_timeout, HANDSHAKE_TIMEOUT};
 use crate::keys::{fingerprint, ClusterIdentity, Keypair};
 use crate::log::info;
 use crate::proto::{
-    Answer, FromDrone, Hello, Message, Refusal, Request, Response, ToDrone, Welcome, JOIN_PORT,
+    Answer, FromDrone, Hello, Message, Refusal, Request, Response, Timestamps, ToDrone, Welcome,
+    JOIN_PORT,
 };
 use crate::sysinfo;
 
@@ -76,7 +77,8 @@ pub enum JoinError {
 struct Session {
     channel: Channel<TcpStream>,
     welcome: Welcome,
-    /// The head's LAN address this session was joined through.
+    /// The head's LAN address this session was joined through (an overlay
+    /// session takes it over from the LAN session before it).
     head: SocketAddrV4,
 }
 
@@ -101,7 +103,7 @@ pub struct Drone<'a> {
     wireguard: Keypair,
     mesh: Mesh,
     state: State,
-    last_timestamp: u64,
+    timestamps: Timestamps,
     last_error: String,
     clients: HashMap<u64, Client>,
     waiting: HashMap<u32, u64>,
@@ -132,7 +134,7 @@ impl<'a> Drone<'a> {
                 at: Instant::now(),
                 backoff: FIRST_BACKOFF,
             },
-            last_timestamp: 0,
+            timestamps: Timestamps::default(),
             last_error: "not tried yet".into(),
             clients: HashMap::new(),
             waiting: HashMap::new(),
@@ -170,17 +172,6 @@ impl<'a> Drone<'a> {
         Ok(())
     }
 
-    /// The handshake timestamp: wall-clock nanoseconds, strictly increasing
-    /// in this process. Wall clock, so that it also increases across
-    /// restarts of tyd, which keep the node key.
-    fn timestamp(&mut self) -> u64 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        self.last_timestamp = now.max(self.last_timestamp + 1);
-        self.last_timestamp
-    }
-
     /// One handshake over a fresh connection to `target`, up to the Welcome.
     fn connect(&mut self, target: SocketAddrV4) -> Result<Session, JoinError> {
         let peer = SocketAddr::V4(target);
@@ -197,7 +188,7 @@ impl<'a> Drone<'a> {
         let mut handshake = crate::keys::initiator(&self.config.node_key, &self.config.cluster)
             .map_err(|e| protocol(e.to_string()))?;
         let hello = Hello {
-            timestamp: self.timestamp(),
+            timestamp: self.timestamps.stamp(),
             wireguard_key: self.wireguard.public,
             wireguard_port: self.config.wireguard_port,
             hostname: self.config.hostname.clone(),

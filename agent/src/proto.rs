@@ -29,6 +29,25 @@ pub const MAX_HOSTNAME: usize = 253;
 pub const MAX_NODES: usize = 4096;
 const MAX_TEXT: usize = 1024;
 
+/// Timestamps for messages a receiver must see increase (handshakes,
+/// beacons): wall-clock nanoseconds, so that they also increase across
+/// restarts of the sender, and strictly increasing within this process
+/// even if the clock stands still or steps back.
+#[derive(Debug, Default)]
+pub struct Timestamps {
+    last: u64,
+}
+
+impl Timestamps {
+    pub fn stamp(&mut self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        self.last = now.max(self.last + 1);
+        self.last
+    }
+}
+
 /// What a drone sends inside the first handshake message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
@@ -575,6 +594,13 @@ impl Message for Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_increase_even_within_one_clock_tick() {
+        let mut timestamps = Timestamps::default();
+        let stamps: Vec<u64> = (0..1000).map(|_| timestamps.stamp()).collect();
+        assert!(stamps.windows(2).all(|w| w[0] < w[1]));
+    }
 
     fn peer(id: u32) -> Peer {
         Peer {

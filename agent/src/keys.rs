@@ -42,6 +42,12 @@ pub enum KeyError {
     Exists { path: PathBuf },
     #[error("generating a key: {0}")]
     Random(String),
+    #[error(
+        "{path} is missing: this cluster identity predates the head's beacon; \
+         `tyd init --dir {}` on the head adds it (then rebuild the drone images)",
+        path.parent().unwrap_or(Path::new(".")).display()
+    )]
+    NoBeaconKey { path: PathBuf },
 }
 
 /// A Curve25519 key pair (Noise static keys and WireGuard keys alike).
@@ -199,12 +205,20 @@ pub fn beacon_key(head_private: &[u8; 32]) -> ed25519_dalek::SigningKey {
 }
 
 /// Creates a new cluster identity in `dir`; the files it wrote, in order.
+/// An identity made before beacons existed only gains its `beacon.pub`.
 pub fn init(dir: &Path) -> Result<Vec<PathBuf>, KeyError> {
     fs::create_dir_all(dir).map_err(|source| KeyError::Io {
         path: dir.into(),
         source,
     })?;
     let paths = [HEAD_KEY, HEAD_PUB, BEACON_PUB, CLUSTER_KEY].map(|name| dir.join(name));
+    let exists = paths.clone().map(|p| p.exists());
+    if exists == [true, true, false, true] {
+        let head = read_key(&paths[0])?;
+        let beacon = beacon_key(&head).verifying_key().to_bytes();
+        write_new(&paths[2], &beacon, 0o644)?;
+        return Ok(vec![paths[2].clone()]);
+    }
     if let Some(existing) = paths.iter().find(|p| p.exists()) {
         return Err(KeyError::Exists {
             path: existing.clone(),
@@ -237,7 +251,12 @@ impl ClusterIdentity {
     pub fn load(dir: &Path) -> Result<Self, KeyError> {
         Ok(Self {
             head_public: read_key(&dir.join(HEAD_PUB))?,
-            beacon_public: read_key(&dir.join(BEACON_PUB))?,
+            beacon_public: read_key(&dir.join(BEACON_PUB)).map_err(|e| match e {
+                KeyError::Io { path, source } if source.kind() == std::io::ErrorKind::NotFound => {
+                    KeyError::NoBeaconKey { path }
+                }
+                other => other,
+            })?,
             cluster_key: read_key(&dir.join(CLUSTER_KEY))?,
         })
     }
@@ -331,6 +350,16 @@ mod tests {
             cluster.beacon_public
         );
         assert!(matches!(init(&dir), Err(KeyError::Exists { .. })));
+        // An identity from before beacons: loading says what to do, and
+        // init adds the missing file and nothing else.
+        fs::remove_file(dir.join(BEACON_PUB)).unwrap();
+        let error = ClusterIdentity::load(&dir).unwrap_err().to_string();
+        assert!(error.contains("predates the head's beacon"), "{error}");
+        assert_eq!(init(&dir).unwrap(), vec![dir.join(BEACON_PUB)]);
+        assert_eq!(
+            ClusterIdentity::load(&dir).unwrap().beacon_public,
+            cluster.beacon_public
+        );
         fs::write(dir.join(HEAD_PUB), "nonsense\n").unwrap();
         let error = ClusterIdentity::load(&dir).unwrap_err().to_string();
         assert!(error.contains("expected 64 hexadecimal digits"), "{error}");

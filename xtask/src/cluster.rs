@@ -130,13 +130,16 @@ pub fn ip_arg(index: usize) -> String {
     )
 }
 
-/// Makes a cluster identity in `dir` unless one is there already; a
-/// directory only its owner can read, since it holds the head's key.
+/// Makes a cluster identity in `dir` unless one is there already (one
+/// from before beacons gains its beacon.pub); a directory only its owner
+/// can read, since it holds the head's key.
 pub fn identity(dir: &Path) -> anyhow::Result<()> {
-    if !dir.join(HEAD_KEY).exists() {
-        keys::init(dir)
-            .with_context(|| format!("creating a cluster identity in {}", dir.display()))?;
-        println!("cluster: new cluster identity in {}", dir.display());
+    if !dir.join(HEAD_KEY).exists() || !dir.join(BEACON_PUB).exists() {
+        for written in keys::init(dir)
+            .with_context(|| format!("creating a cluster identity in {}", dir.display()))?
+        {
+            println!("cluster: wrote {}", written.display());
+        }
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     Ok(())

@@ -10,7 +10,7 @@
 //! wait with poll(2) until a caller's deadline and no longer.
 
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -258,6 +258,41 @@ impl<S: Read + Write + AsFd> Channel<S> {
             Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
             Err(e) => Err(io::Error::from(e).into()),
         }
+    }
+}
+
+/// The descriptors one turn of an event loop waits on, each known by the
+/// index [`PollSet::add`] gave it.
+#[derive(Default)]
+pub struct PollSet<'fd> {
+    fds: Vec<PollFd<'fd>>,
+}
+
+impl<'fd> PollSet<'fd> {
+    /// Adds `fd`, waiting for input.
+    pub fn input(&mut self, fd: BorrowedFd<'fd>) -> usize {
+        self.add(PollFd::new(fd, PollFlags::POLLIN))
+    }
+
+    pub fn add(&mut self, fd: PollFd<'fd>) -> usize {
+        self.fds.push(fd);
+        self.fds.len() - 1
+    }
+
+    /// Waits until a descriptor is ready or `timeout` passes; a signal
+    /// ending the wait early is no error.
+    pub fn wait(&mut self, timeout: PollTimeout) -> std::io::Result<()> {
+        match poll(&mut self.fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the descriptor at `index` (if any) has something to say.
+    pub fn ready(&self, index: Option<usize>) -> bool {
+        index
+            .and_then(|i| self.fds.get(i)?.revents())
+            .is_some_and(|r| !r.is_empty())
     }
 }
 

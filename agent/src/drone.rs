@@ -15,10 +15,10 @@ use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::PollTimeout;
 
 use crate::beacon::{self, BEACON_PORT};
-use crate::channel::{timeout_until, Channel, ChannelError};
+use crate::channel::{timeout_until, Channel, ChannelError, PollSet};
 use crate::control::{self, Client};
 use crate::dataplane::{Dataplane, Interface, Mesh};
 use crate::head::{set_user_timeout, HANDSHAKE_TIMEOUT};
@@ -337,51 +337,29 @@ impl<'a> Drone<'a> {
         let timeout = timeout_until(wake).unwrap_or(PollTimeout::ZERO);
         let client_tokens: Vec<u64> = self.clients.keys().copied().collect();
         let (stopping, session_ready, control_ready, beacon_ready, ready_clients) = {
-            let mut fds = Vec::new();
-            let stop_index = stop.map(|fd| {
-                fds.push(PollFd::new(fd, PollFlags::POLLIN));
-                fds.len() - 1
-            });
+            let mut set = PollSet::default();
+            let stop_index = stop.map(|fd| set.input(fd));
             let session_index = match &self.state {
-                State::Joined(session) => {
-                    let channel = &session.channel;
-                    fds.push(channel.poll_fd());
-                    Some(fds.len() - 1)
-                }
+                State::Joined(session) => Some(set.add(session.channel.poll_fd())),
                 _ => None,
             };
-            let control_index = self.control.as_ref().map(|c| {
-                fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
-                fds.len() - 1
-            });
-            let beacon_index = self.beacons.as_ref().map(|b| {
-                fds.push(PollFd::new(b.as_fd(), PollFlags::POLLIN));
-                fds.len() - 1
-            });
-            let first_client = fds.len();
-            for token in &client_tokens {
-                let channel = &self.clients[token].channel;
-                fds.push(channel.poll_fd());
-            }
-            match poll(&mut fds, timeout) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(e).context("waiting for the network"),
-            }
-            let ready = |i: Option<usize>| {
-                i.and_then(|i| fds[i].revents())
-                    .is_some_and(|r| !r.is_empty())
-            };
-            let clients: Vec<u64> = client_tokens
+            let control_index = self.control.as_ref().map(|c| set.input(c.as_fd()));
+            let beacon_index = self.beacons.as_ref().map(|b| set.input(b.as_fd()));
+            let client_indexes: Vec<(u64, usize)> = client_tokens
                 .iter()
-                .enumerate()
-                .filter(|(i, _)| ready(Some(first_client + i)))
-                .map(|(_, t)| *t)
+                .map(|t| (*t, set.add(self.clients[t].channel.poll_fd())))
+                .collect();
+            set.wait(timeout).context("waiting for the network")?;
+            let clients: Vec<u64> = client_indexes
+                .into_iter()
+                .filter(|(_, i)| set.ready(Some(*i)))
+                .map(|(t, _)| t)
                 .collect();
             (
-                ready(stop_index),
-                ready(session_index),
-                ready(control_index),
-                ready(beacon_index),
+                set.ready(stop_index),
+                set.ready(session_index),
+                set.ready(control_index),
+                set.ready(beacon_index),
                 clients,
             )
         };

@@ -15,10 +15,10 @@ use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::PollTimeout;
 
 use crate::beacon;
-use crate::channel::{timeout_until, Channel, ChannelError};
+use crate::channel::{timeout_until, Channel, ChannelError, PollSet};
 use crate::control::{self, Client};
 use crate::dataplane::{Dataplane, Interface, Mesh};
 use crate::keys::{HeadIdentity, Keypair};
@@ -219,51 +219,32 @@ impl<'a> Head<'a> {
         let conn_tokens: Vec<u64> = self.conns.keys().copied().collect();
         let client_tokens: Vec<u64> = self.clients.keys().copied().collect();
         let (stopping, accepting, controlling, conn_ready, client_ready) = {
-            let mut fds = Vec::with_capacity(3 + conn_tokens.len() + client_tokens.len());
-            fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
-            let control = self.control.as_ref().map(|c| c.as_fd());
-            let fixed = 1 + usize::from(control.is_some()) + usize::from(stop.is_some());
-            if let Some(fd) = control {
-                fds.push(PollFd::new(fd, PollFlags::POLLIN));
-            }
-            if let Some(fd) = stop {
-                fds.push(PollFd::new(fd, PollFlags::POLLIN));
-            }
-            for token in &conn_tokens {
-                let channel = &self.conns[token].channel;
-                fds.push(channel.poll_fd());
-            }
-            for token in &client_tokens {
-                let channel = &self.clients[token].channel;
-                fds.push(channel.poll_fd());
-            }
-            match poll(&mut fds, timeout) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(e).context("waiting for the network"),
-            }
-            let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-            let mut index = 1;
-            let controlling = control.is_some() && ready(&fds[index]);
-            index += usize::from(control.is_some());
-            let stopping = stop.is_some() && ready(&fds[index]);
-            let conn_ready: Vec<u64> = conn_tokens
+            let mut set = PollSet::default();
+            let listener = set.input(self.listener.as_fd());
+            let control = self.control.as_ref().map(|c| set.input(c.as_fd()));
+            let stop = stop.map(|fd| set.input(fd));
+            let conns: Vec<(u64, usize)> = conn_tokens
                 .iter()
-                .zip(&fds[fixed..])
-                .filter(|(_, fd)| ready(fd))
-                .map(|(t, _)| *t)
+                .map(|t| (*t, set.add(self.conns[t].channel.poll_fd())))
                 .collect();
-            let client_ready: Vec<u64> = client_tokens
+            let clients: Vec<(u64, usize)> = client_tokens
                 .iter()
-                .zip(&fds[fixed + conn_tokens.len()..])
-                .filter(|(_, fd)| ready(fd))
-                .map(|(t, _)| *t)
+                .map(|t| (*t, set.add(self.clients[t].channel.poll_fd())))
                 .collect();
+            set.wait(timeout).context("waiting for the network")?;
+            let ready = |indexed: Vec<(u64, usize)>| -> Vec<u64> {
+                indexed
+                    .into_iter()
+                    .filter(|(_, i)| set.ready(Some(*i)))
+                    .map(|(t, _)| t)
+                    .collect()
+            };
             (
-                stopping,
-                ready(&fds[0]),
-                controlling,
-                conn_ready,
-                client_ready,
+                set.ready(stop),
+                set.ready(Some(listener)),
+                set.ready(control),
+                ready(conns),
+                ready(clients),
             )
         };
         if stopping {

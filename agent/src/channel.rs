@@ -217,22 +217,25 @@ impl<S: Read + Write + AsFd> Channel<S> {
 
     /// Blocks until `deadline` for the next raw frame.
     pub fn frame_by(&mut self, deadline: Instant) -> Result<Vec<u8>, ChannelError> {
-        loop {
-            self.flush()?;
-            if let Some(frame) = self.next_frame()? {
-                return Ok(frame);
-            }
-            self.wait(deadline)?;
-            self.read_available()?;
-        }
+        self.next_by(deadline, Self::next_frame)
     }
 
     /// Blocks until `deadline` for the next message.
     pub fn message_by(&mut self, deadline: Instant) -> Result<Vec<u8>, ChannelError> {
+        self.next_by(deadline, Self::next_message)
+    }
+
+    /// Blocks until `deadline` until `next` (a frame or a message) has
+    /// something, sending queued output meanwhile.
+    fn next_by(
+        &mut self,
+        deadline: Instant,
+        next: fn(&mut Self) -> Result<Option<Vec<u8>>, ChannelError>,
+    ) -> Result<Vec<u8>, ChannelError> {
         loop {
             self.flush()?;
-            if let Some(message) = self.next_message()? {
-                return Ok(message);
+            if let Some(bytes) = next(self)? {
+                return Ok(bytes);
             }
             self.wait(deadline)?;
             self.read_available()?;

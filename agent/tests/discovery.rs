@@ -34,6 +34,27 @@ fn now_ns() -> u64 {
         .as_nanos() as u64
 }
 
+/// Waits until the head logging to `head_log` lists both drones up, then
+/// checks that each drone logged `how` it got there.
+fn drones_up_on(lab: &Lab, head_log: &str, how: &str) {
+    let socket = lab.socket("head");
+    lab.wait(
+        &format!("both drones up on the head logging to {head_log}"),
+        || hosts_in(&socket, State::Up) == ["drone1", "drone2", "head"],
+        || {
+            format!(
+                "{:?}\n{}\n{}",
+                nodes(&socket),
+                lab.log(head_log),
+                lab.log("drone1")
+            )
+        },
+    );
+    for name in ["drone1", "drone2"] {
+        assert!(lab.log(name).contains(how), "{}", lab.log(name));
+    }
+}
+
 #[test]
 fn drones_find_the_head_by_its_signed_beacon_and_ignore_forgeries() {
     let mut lab = Lab::new("beacon");
@@ -87,28 +108,7 @@ fn drones_find_the_head_by_its_signed_beacon_and_ignore_forgeries() {
     // The real head starts late; the drones find it.
     let head_ns = lab.node(1);
     let head = lab.head(&head_ns, "head", &keys, &[]);
-    let head_socket = lab.socket("head");
-    let everyone = vec!["drone1".to_string(), "drone2".into(), "head".into()];
-    lab.wait(
-        "both drones up through the beacon",
-        || hosts_in(&head_socket, State::Up) == everyone,
-        || {
-            format!(
-                "{:?}\n{}\n{}",
-                nodes(&head_socket),
-                lab.log("head"),
-                lab.log("drone1")
-            )
-        },
-    );
-    for name in drones {
-        assert!(
-            lab.log(name)
-                .contains("found head 192.168.77.1:7700 by its beacon"),
-            "{}",
-            lab.log(name)
-        );
-    }
+    drones_up_on(&lab, "head", "found head 192.168.77.1:7700 by its beacon");
     lab.wait_log(
         "head",
         "beacon: 192.168.77.1:7700 on eth0 to 192.168.77.255:7701",
@@ -137,26 +137,11 @@ fn drones_find_the_head_by_its_signed_beacon_and_ignore_forgeries() {
     let moved_ns = lab.node(2);
     let started = Instant::now();
     lab.head(&moved_ns, "moved", &keys, &[]);
-    lab.wait(
-        "both drones up on the moved head",
-        || hosts_in(&head_socket, State::Up) == everyone,
-        || {
-            format!(
-                "{:?}\n{}\n{}",
-                nodes(&head_socket),
-                lab.log("moved"),
-                lab.log("drone1")
-            )
-        },
+    drones_up_on(
+        &lab,
+        "moved",
+        "the head's beacon now names 192.168.77.2:7700 (was 192.168.77.1:7700)",
     );
-    for name in drones {
-        assert!(
-            lab.log(name)
-                .contains("the head's beacon now names 192.168.77.2:7700 (was 192.168.77.1:7700)"),
-            "{}",
-            lab.log(name)
-        );
-    }
     eprintln!(
         "drones rejoined the moved head {} ms after it started",
         started.elapsed().as_millis()

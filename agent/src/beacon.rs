@@ -10,20 +10,26 @@
 //! limit. A replayed beacon can only repeat the newest address the head
 //! announced, and the Noise handshake, pinned to the head's key, still
 //! decides whether the drone joins.
+//!
+//! A signature check is the one costly step, so a flood of forgeries must
+//! not buy many: the cheap checks (size, magic, head key, newer than the
+//! last accepted) come first, an address whose beacons fail to verify is
+//! not checked again until it calms down (one that never forges, like the
+//! head's, never waits), and all checks together are capped per second.
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use nix::errno::Errno;
 use nix::net::if_::InterfaceFlags;
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
 
 use crate::codec::{Reader, Writer};
 use crate::keys::{fingerprint, ClusterIdentity};
-use crate::log::{info, RejectLog};
+use crate::log::{info, Bucket, Penalties, RejectLog};
 use crate::proto::Timestamps;
 
 /// The UDP port drones listen on for beacons.
@@ -50,7 +56,8 @@ pub struct Beacon {
     pub timestamp: u64,
 }
 
-/// Why a datagram on the beacon port was ignored.
+/// Why a datagram on the beacon port was ignored, or why beacons could not
+/// be sent or listened for at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BeaconError {
     #[error("not a chaos beacon ({0} bytes)")]
@@ -61,10 +68,24 @@ pub enum BeaconError {
     Forged,
     #[error("a beacon no newer than the last one accepted (replayed)")]
     Replayed,
+    #[error("a beacon left unchecked: {0}")]
+    Unchecked(&'static str),
+    #[error("{} is not an Ed25519 public key", crate::keys::BEACON_PUB)]
+    Key,
+    #[error("a socket for beacons: {0}")]
+    Socket(Errno),
+    #[error("listening for beacons on UDP port {port}: {error}")]
+    Bind { port: u16, error: Errno },
+}
+
+/// std's socket errors as the errno they carry (they all come from a
+/// system call), so that [`BeaconError`] stays comparable.
+fn errno(error: std::io::Error) -> Errno {
+    Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO))
 }
 
 impl Beacon {
-    fn signed_part(&self) -> Vec<u8> {
+    pub(crate) fn signed_part(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.raw(MAGIC)
             .raw(&self.head)
@@ -85,12 +106,19 @@ impl Beacon {
     /// Reads a datagram and checks that it is a beacon of the head `head`
     /// signed with `key`; freshness is the caller's to check.
     pub fn open(datagram: &[u8], head: &[u8; 32], key: &VerifyingKey) -> Result<Self, BeaconError> {
+        let beacon = Self::read(datagram, head)?;
+        beacon.verify(datagram, key)?;
+        Ok(beacon)
+    }
+
+    /// The cheap half of [`Beacon::open`]: what a datagram of the right
+    /// size and magic says, if it names the head `head`; not verified.
+    pub fn read(datagram: &[u8], head: &[u8; 32]) -> Result<Self, BeaconError> {
         let foreign = || BeaconError::Foreign(datagram.len());
         if datagram.len() != LEN || !datagram.starts_with(MAGIC) {
             return Err(foreign());
         }
-        let (body, signature) = datagram.split_at(LEN - SIGNATURE_LEN);
-        let mut r = Reader::new(&body[MAGIC.len()..]);
+        let mut r = Reader::new(&datagram[MAGIC.len()..LEN - SIGNATURE_LEN]);
         let mut read = || -> Result<Self, crate::codec::DecodeError> {
             Ok(Self {
                 head: r.array("head key")?,
@@ -102,10 +130,16 @@ impl Beacon {
         if beacon.head != *head {
             return Err(BeaconError::OtherCluster(fingerprint(&beacon.head)));
         }
-        let signature = Signature::from_slice(signature).map_err(|_| foreign())?;
-        key.verify_strict(body, &signature)
-            .map_err(|_| BeaconError::Forged)?;
         Ok(beacon)
+    }
+
+    /// The costly half: whether `datagram`, which [`Beacon::read`] read as
+    /// this beacon, is signed with `key`.
+    fn verify(&self, datagram: &[u8], key: &VerifyingKey) -> Result<(), BeaconError> {
+        let (body, signature) = datagram.split_at(LEN - SIGNATURE_LEN);
+        let signature = Signature::from_slice(signature).map_err(|_| BeaconError::Forged)?;
+        key.verify_strict(body, &signature)
+            .map_err(|_| BeaconError::Forged)
     }
 }
 
@@ -170,10 +204,14 @@ impl Sender {
         listen: SocketAddrV4,
         port: u16,
         interval: Duration,
-    ) -> anyhow::Result<Self> {
-        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("a socket for beacons")?;
-        socket.set_broadcast(true)?;
-        socket.set_nonblocking(true)?;
+    ) -> Result<Self, BeaconError> {
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            .and_then(|socket| {
+                socket.set_broadcast(true)?;
+                socket.set_nonblocking(true)?;
+                Ok(socket)
+            })
+            .map_err(|error| BeaconError::Socket(errno(error)))?;
         Ok(Self {
             socket,
             key,
@@ -232,6 +270,19 @@ impl Sender {
     }
 }
 
+/// Signature checks a drone makes at most, in a burst and then per second:
+/// the head beacons once a second on each LAN, and a flood of forgeries
+/// costs at most these (a few ms of a core each second).
+const CHECK_BURST: u32 = 20;
+const CHECKS_PER_SECOND: f64 = 20.0;
+/// Forged beacons an address may send before its beacons go unchecked, and
+/// how many a second it is forgiven after that.
+const FORGERY_BURST: u32 = 4;
+const FORGIVEN_PER_SECOND: f64 = 0.5;
+/// Datagrams read per call, so that a flood cannot keep the drone's loop
+/// from its session.
+const RECEIVE_BATCH: usize = 1024;
+
 /// The drone's side: listens on the beacon port of every interface.
 pub struct Listener {
     socket: UdpSocket,
@@ -240,33 +291,38 @@ pub struct Listener {
     last_timestamp: u64,
     rejects: RejectLog,
     others: HashSet<[u8; 32]>,
+    checks: Bucket,
+    forgers: Penalties,
+    next_prune: Instant,
 }
 
 impl Listener {
-    pub fn bind(port: u16, cluster: &ClusterIdentity) -> anyhow::Result<Self> {
-        let key = VerifyingKey::from_bytes(&cluster.beacon_public).map_err(|_| {
-            anyhow::anyhow!("{} is not an Ed25519 public key", crate::keys::BEACON_PUB)
-        })?;
+    pub fn bind(port: u16, cluster: &ClusterIdentity) -> Result<Self, BeaconError> {
+        let key = VerifyingKey::from_bytes(&cluster.beacon_public).map_err(|_| BeaconError::Key)?;
         let fd = socket::socket(
             AddressFamily::Inet,
             SockType::Datagram,
             SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
             None,
         )
-        .context("a socket for beacons")?;
+        .map_err(BeaconError::Socket)?;
         // Broadcasts reach every socket bound with SO_REUSEADDR, so more
         // than one tyd on a host can listen.
-        socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(BeaconError::Socket)?;
         let address = SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
         socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &address)
-            .with_context(|| format!("listening for beacons on UDP port {port}"))?;
+            .map_err(|error| BeaconError::Bind { port, error })?;
+        let now = Instant::now();
         Ok(Self {
             socket: UdpSocket::from(fd),
             head: cluster.head_public,
             key,
             last_timestamp: 0,
-            rejects: RejectLog::new(Instant::now()),
+            rejects: RejectLog::new(now),
             others: HashSet::new(),
+            checks: Bucket::new(CHECK_BURST, CHECKS_PER_SECOND, now),
+            forgers: Penalties::new(FORGERY_BURST, FORGIVEN_PER_SECOND),
+            next_prune: now,
         })
     }
 
@@ -274,13 +330,21 @@ impl Listener {
         self.socket.as_fd()
     }
 
-    /// Reads every waiting datagram: the join address of the newest good
-    /// beacon among them, if any.
+    /// Reads the waiting datagrams (up to a batch): the join address of the
+    /// newest good beacon among them, if any.
     pub fn receive(&mut self) -> Option<SocketAddrV4> {
+        let now = Instant::now();
+        if now >= self.next_prune {
+            self.forgers.prune(now);
+            self.next_prune = now + Duration::from_secs(1);
+        }
         let mut found = None;
         let mut buffer = [0; 2048];
-        while let Ok((len, from)) = self.socket.recv_from(&mut buffer) {
-            match self.check(&buffer[..len]) {
+        for _ in 0..RECEIVE_BATCH {
+            let Ok((len, from)) = self.socket.recv_from(&mut buffer) else {
+                break;
+            };
+            match self.check(from, &buffer[..len], now) {
                 Ok(join) => found = Some(join),
                 Err(error) => self.ignored(from, &buffer[..len], error),
             }
@@ -288,10 +352,27 @@ impl Listener {
         found
     }
 
-    fn check(&mut self, datagram: &[u8]) -> Result<SocketAddrV4, BeaconError> {
-        let beacon = Beacon::open(datagram, &self.head, &self.key)?;
+    fn check(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Result<SocketAddrV4, BeaconError> {
+        let beacon = Beacon::read(datagram, &self.head)?;
         if beacon.timestamp <= self.last_timestamp {
             return Err(BeaconError::Replayed);
+        }
+        if !self.forgers.allowed(from.ip(), now) {
+            return Err(BeaconError::Unchecked("its sender keeps sending forgeries"));
+        }
+        if !self.checks.take(now) {
+            return Err(BeaconError::Unchecked(
+                "more beacons than a drone checks a second",
+            ));
+        }
+        if let Err(error) = beacon.verify(datagram, &self.key) {
+            self.forgers.failed(from.ip(), now);
+            return Err(error);
         }
         self.last_timestamp = beacon.timestamp;
         Ok(beacon.join)
@@ -344,6 +425,60 @@ mod tests {
             Beacon::open(&datagram, &[8; 32], &verify),
             Err(BeaconError::OtherCluster(_))
         ));
+    }
+
+    #[test]
+    fn a_forger_costs_a_few_checks_and_the_head_is_still_heard() {
+        let cluster = ClusterIdentity {
+            head_public: [7; 32],
+            beacon_public: key(1).verifying_key().to_bytes(),
+            cluster_key: [0; 32],
+        };
+        let mut listener = Listener::bind(0, &cluster).unwrap();
+        let (forger, head): (SocketAddr, SocketAddr) = (
+            "192.168.1.66:7701".parse().unwrap(),
+            "192.168.1.5:40000".parse().unwrap(),
+        );
+        let now = Instant::now();
+        let stamped = |timestamp| Beacon {
+            timestamp,
+            ..beacon()
+        };
+        let mut verdicts = Vec::new();
+        for n in 1..=1000 {
+            let forged = stamped(n).seal(&key(2));
+            verdicts.push(listener.check(forger, &forged, now));
+        }
+        let forged = verdicts
+            .iter()
+            .filter(|v| **v == Err(BeaconError::Forged))
+            .count();
+        assert_eq!(
+            forged, FORGERY_BURST as usize,
+            "signature checks spent on the forger"
+        );
+        assert_eq!(
+            verdicts.last().unwrap(),
+            &Err(BeaconError::Unchecked("its sender keeps sending forgeries"))
+        );
+        // The head's own beacon, newer than every forgery, is checked.
+        let real = stamped(2000).seal(&key(1));
+        assert_eq!(listener.check(head, &real, now), Ok(beacon().join));
+        assert_eq!(listener.check(head, &real, now), Err(BeaconError::Replayed));
+
+        // Forgers on many addresses exhaust the checks of this second, not more.
+        let mut checked = 0;
+        for n in 0..200u8 {
+            let from = SocketAddr::from(([10, 0, 1, n], 7701));
+            let forged = stamped(3000 + u64::from(n)).seal(&key(2));
+            if listener.check(from, &forged, now) == Err(BeaconError::Forged) {
+                checked += 1;
+            }
+        }
+        assert!(
+            checked <= CHECK_BURST as usize,
+            "{checked} checks in one instant"
+        );
     }
 
     #[test]

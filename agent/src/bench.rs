@@ -2,21 +2,28 @@
 //! Bench entry points for `cargo xtask bench`. The head's control plane at
 //! scale: a real `tyd serve --control-plane-only` process on loopback, and
 //! simulated drones running the real drone code (threads of this process,
-//! control-plane-only, each with its own key). And a small cluster of tyd
-//! processes in network namespaces, as the namespace tests run it.
-//! Measures, never asserts.
+//! control-plane-only, each with its own key). A small cluster of tyd
+//! processes in network namespaces, as the namespace tests run it, and a
+//! drone finding its head under a flood of forged beacons
+//! ([`crate::flood`], which the discovery test sends too). Measures, never
+//! asserts.
 
+use chaos_contract::cmdline::Head;
+use chaos_contract::fact::{self, Fact};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::beacon::BEACON_PORT;
 use crate::control;
 use crate::dataplane::ControlPlaneOnly;
 use crate::drone::{Drone, DroneConfig};
+use crate::flood::{beacon_flood, enter_namespace, FLOOD_RATE};
 use crate::keys::{ClusterIdentity, Keypair};
 use crate::proto::{Request, Response, State};
 use crate::segment::{Segment, NETWORK};
@@ -32,10 +39,16 @@ pub struct ScaleReport {
     /// The head's resident memory with every drone joined, and its peak.
     pub head_rss_kib: u64,
     pub head_peak_rss_kib: u64,
+    /// The processor time the head used until every drone was up (the
+    /// simulated drones share the machine's cores with it).
+    pub head_cpu: Duration,
 }
 
 /// How long the whole run may take before it counts as failed.
-const GIVE_UP: Duration = Duration::from_secs(120);
+const GIVE_UP: Duration = Duration::from_secs(180);
+
+/// The cluster sizes of the growth curve: from a lab to DESIGN.md's 5,000.
+pub const CURVE: [usize; 4] = [500, 1000, 2000, 5000];
 
 fn up_count(socket: &Path) -> usize {
     match control::ask(socket, &Request::Nodes) {
@@ -44,12 +57,17 @@ fn up_count(socket: &Path) -> usize {
     }
 }
 
+/// Waits until `count` nodes are up. Each look costs the head a table of
+/// every node, so the looks are spaced at a hundredth of the wait so far
+/// (10 ms to 1 s): precise to about 1%, and never the head's main work.
 fn wait_for(socket: &Path, count: usize, give_up: Instant) -> anyhow::Result<()> {
+    let started = Instant::now();
     while up_count(socket) < count {
         if Instant::now() > give_up {
             bail!("only {} of {count} nodes up", up_count(socket));
         }
-        std::thread::sleep(Duration::from_millis(10));
+        let spacing = started.elapsed() / 100;
+        std::thread::sleep(spacing.clamp(Duration::from_millis(10), Duration::from_secs(1)));
     }
     Ok(())
 }
@@ -68,8 +86,24 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Simulated drone `i`'s own address on loopback (127.0.0.2 on), as each
+/// PC of a lab has its own: the head's limits per source address are for
+/// one misbehaving host, not for a whole lab behind one address.
+fn simulated_address(i: usize) -> Ipv4Addr {
+    let [_, b, c, d] = (0x7f00_0002 + i as u32).to_be_bytes();
+    Ipv4Addr::new(127, b, c, d)
+}
+
 /// Runs `nodes` simulated drones against the `tyd` binary at `tyd` as head.
 pub fn control_plane_scale(tyd: &Path, nodes: usize) -> anyhow::Result<ScaleReport> {
+    // Two descriptors per simulated drone: its connection and its stop pipe.
+    let limit = crate::tcp::raise_descriptor_limit()?;
+    if limit < 2 * nodes as u64 + 64 {
+        bail!(
+            "{nodes} simulated drones need {} open files; the hard limit is {limit}",
+            2 * nodes + 64
+        );
+    }
     let dir = std::env::temp_dir().join(format!("tyd-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let keys = dir.join("keys");
@@ -84,6 +118,10 @@ pub fn control_plane_scale(tyd: &Path, nodes: usize) -> anyhow::Result<ScaleRepo
         // On loopback, and never beaconing onto the host's LANs.
         .args(["serve", "--control-plane-only", "--no-beacon"])
         .args(["--hostname", "bench-head"])
+        // The simulated drones share this machine's cores, and one starved
+        // for the default 10 s would expire and join again: that measures
+        // the simulation, not the head.
+        .args(["--expire-after", "60s"])
         .arg("--dir")
         .arg(&keys)
         .arg("--socket")
@@ -100,12 +138,14 @@ pub fn control_plane_scale(tyd: &Path, nodes: usize) -> anyhow::Result<ScaleRepo
         let (stop, stop_writer) = nix::unistd::pipe()?;
         let start_drone = |i: usize| {
             let config = DroneConfig {
-                head: Some(head_address),
+                head: Some(Head::at(head_address)),
+                manage_node: false,
                 cluster: cluster.clone(),
                 node_key: Keypair::generate().expect("a key"),
                 hostname: format!("sim{i}"),
                 wireguard_port: 0,
                 session_over_overlay: false,
+                source: Some(simulated_address(i)),
             };
             let stop = stop.try_clone().expect("a descriptor");
             std::thread::Builder::new()
@@ -131,6 +171,7 @@ pub fn control_plane_scale(tyd: &Path, nodes: usize) -> anyhow::Result<ScaleRepo
             all_joined,
             head_rss_kib: status_kib(head.id(), "VmRSS:"),
             head_peak_rss_kib: status_kib(head.id(), "VmHWM:"),
+            head_cpu: cpu_time(head.id())?,
         };
         // Closing the pipe's write end makes every drone leave.
         drop(stop_writer);
@@ -168,83 +209,204 @@ impl Drop for Processes {
     }
 }
 
+/// tyd processes in the namespaces of a [`Segment`], control plane only
+/// (the host's kernel may lack WireGuard), each with its socket and log in
+/// a directory that holds the cluster identity in keys/. Needs root.
+struct Namespaces {
+    tyd: PathBuf,
+    dir: PathBuf,
+    // Declared before the segment, so the processes go first.
+    processes: Processes,
+    segment: Segment,
+}
+
+impl Namespaces {
+    fn new(tyd: &Path, tag: &str, dir: &Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            tyd: tyd.to_path_buf(),
+            dir: dir.to_path_buf(),
+            processes: Processes(Vec::new()),
+            segment: Segment::new(tag).context("making network namespaces (as root?)")?,
+        })
+    }
+
+    fn path(&self, name: &str, ext: &str) -> PathBuf {
+        self.dir.join(format!("{name}.{ext}"))
+    }
+
+    /// `tyd ARGS` as host `name` in a new namespace at 192.168.77.`host`;
+    /// its process id.
+    fn spawn(&mut self, host: u8, name: &str, args: &[&str]) -> anyhow::Result<u32> {
+        let ns = self.segment.node(host)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(&self.tyd)
+            .args(args)
+            .arg("--dir")
+            .arg(self.dir.join("keys"))
+            .arg("--socket")
+            .arg(self.path(name, "sock"))
+            .args(["--control-plane-only", "--hostname", name])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.path(name, "log"))?)
+            .spawn()
+            .with_context(|| format!("starting {}", self.tyd.display()))?;
+        // `ip netns exec` execs tyd: the pid is tyd's.
+        let pid = child.id();
+        self.processes.0.push(child);
+        Ok(pid)
+    }
+
+    /// `tyd join` as `name`, told `head` or listening for its beacon.
+    fn drone(&mut self, host: u8, name: &str, head: Option<&str>) -> anyhow::Result<u32> {
+        let state = self.path(name, "state");
+        let state = state.to_str().context("a temporary path that is UTF-8")?;
+        let mut args = vec!["join", "--state", state];
+        args.extend(head.iter().flat_map(|head| ["-m", head]));
+        self.spawn(host, name, &args)
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name, "log")).unwrap_or_default()
+    }
+}
+
+/// A fresh directory with a cluster identity in keys/, removed after `run`.
+fn with_identity<T>(tag: &str, run: impl FnOnce(&Path) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let dir = std::env::temp_dir().join(tag);
+    let _ = std::fs::remove_dir_all(&dir);
+    crate::keys::init(&dir.join("keys"))?;
+    let result = run(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
 /// Runs a head and `drones` drones of the `tyd` binary at `tyd`, each in
 /// its own network namespace on a private segment, control plane only (the
 /// host's kernel may lack WireGuard). Needs root.
 pub fn namespace_cluster(tyd: &Path, drones: usize) -> anyhow::Result<NamespaceReport> {
     let tag = format!("tydbench{}", std::process::id());
-    let dir = std::env::temp_dir().join(&tag);
-    let _ = std::fs::remove_dir_all(&dir);
-    let keys = dir.join("keys");
-    crate::keys::init(&keys)?;
-    let result = run_namespace_cluster(tyd, drones, &tag, &dir);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
-}
-
-fn run_namespace_cluster(
-    tyd: &Path,
-    drones: usize,
-    tag: &str,
-    dir: &Path,
-) -> anyhow::Result<NamespaceReport> {
-    let mut segment = Segment::new(tag).context("making network namespaces (as root?)")?;
-    // Declared after the segment, so dropped before it.
-    let mut processes = Processes(Vec::new());
-    let path = |name: &str, ext: &str| dir.join(format!("{name}.{ext}"));
-    let mut spawn = |host: u8, name: &str, args: &[&str]| -> anyhow::Result<()> {
-        let ns = segment.node(host)?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .arg(tyd)
-            .args(args)
-            .arg("--dir")
-            .arg(dir.join("keys"))
-            .arg("--socket")
-            .arg(path(name, "sock"))
-            .args(["--control-plane-only", "--hostname", name])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(path(name, "log"))?)
-            .spawn()
-            .with_context(|| format!("starting {}", tyd.display()))?;
-        processes.0.push(child);
-        Ok(())
-    };
-    let give_up = Instant::now() + GIVE_UP;
-    spawn(1, "head", &["serve", "--no-beacon"])?;
-    wait_for(&path("head", "sock"), 1, give_up).context("the head never answered")?;
-    let [a, b, c] = NETWORK;
-    let head = format!("{a}.{b}.{c}.1");
-    let names: Vec<String> = (1..=drones).map(|i| format!("drone{i}")).collect();
-    let started = Instant::now();
-    for (i, name) in names.iter().enumerate() {
-        let state = path(name, "state");
-        let state = state.to_str().context("a temporary path that is UTF-8")?;
-        spawn(10 + i as u8, name, &["join", "-m", &head, "--state", state])?;
-    }
-    for name in &names {
-        wait_for(&path(name, "sock"), drones + 1, give_up)
-            .with_context(|| format!("{name} never saw the whole cluster up"))?;
-    }
-    let converged = started.elapsed();
-    let joins = names
-        .iter()
-        .map(|name| {
-            let log = std::fs::read_to_string(path(name, "log")).unwrap_or_default();
-            join_time(&log).with_context(|| format!("no join time in {name}'s log: {log}"))
+    with_identity(&tag, |dir| {
+        let mut cluster = Namespaces::new(tyd, &tag, dir)?;
+        let give_up = Instant::now() + GIVE_UP;
+        cluster.spawn(1, "head", &["serve", "--no-beacon"])?;
+        wait_for(&cluster.path("head", "sock"), 1, give_up).context("the head never answered")?;
+        let [a, b, c] = NETWORK;
+        let head = format!("{a}.{b}.{c}.1");
+        let names: Vec<String> = (1..=drones).map(|i| format!("drone{i}")).collect();
+        let started = Instant::now();
+        for (i, name) in names.iter().enumerate() {
+            cluster.drone(10 + i as u8, name, Some(&head))?;
+        }
+        for name in &names {
+            wait_for(&cluster.path(name, "sock"), drones + 1, give_up)
+                .with_context(|| format!("{name} never saw the whole cluster up"))?;
+        }
+        let converged = started.elapsed();
+        let joins = names
+            .iter()
+            .map(|name| {
+                let log = cluster.log(name);
+                join_time(&log).with_context(|| format!("no join time in {name}'s log: {log}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(NamespaceReport {
+            nodes: drones + 1,
+            joins,
+            converged,
         })
-        .collect::<anyhow::Result<_>>()?;
-    Ok(NamespaceReport {
-        nodes: drones + 1,
-        joins,
-        converged,
     })
 }
 
-/// The time tyd gives for its join: "joined as node 2 with overlay address
-/// 10.99.0.2/16 (1 peers) in 9 ms".
-pub fn join_time(log: &str) -> Option<Duration> {
-    let line = log.lines().find(|l| l.contains("joined as node"))?;
-    let ms = line.rsplit(" in ").next()?.trim_end().strip_suffix(" ms")?;
-    ms.parse().ok().map(Duration::from_millis)
+/// Figures of a drone finding its head under a beacon flood.
+#[derive(Debug, Clone)]
+pub struct FloodReport {
+    /// Forged beacons sent a second, on average.
+    pub sent_per_second: f64,
+    /// From starting the head to the drone listing the cluster up.
+    pub joined_after: Duration,
+    /// The joined drone's CPU as a share of one core, during the flood and
+    /// after it.
+    pub drone_cpu_flooded: f64,
+    pub drone_cpu_quiet: f64,
+}
+
+/// How long the drone's CPU is measured, with and without the flood.
+const CPU_WINDOW: Duration = Duration::from_secs(5);
+
+/// A process's CPU time so far (user and system), from /proc.
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = fields
+        .get(11..13)
+        .context("no utime and stime in /proc/PID/stat")?
+        .iter()
+        .map(|t| t.parse::<u64>().unwrap_or(0))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok(Duration::from_secs_f64(ticks as f64 / per_second))
+}
+
+/// The share of a core `pid` uses over [`CPU_WINDOW`].
+fn cpu_share(pid: u32) -> anyhow::Result<f64> {
+    let before = cpu_time(pid)?;
+    std::thread::sleep(CPU_WINDOW);
+    Ok((cpu_time(pid)? - before).as_secs_f64() / CPU_WINDOW.as_secs_f64())
+}
+
+/// A drone given no head address, [`FLOOD_RATE`] forged beacons a second
+/// from an attacker beside it, and the head starting once the flood runs:
+/// how long the drone takes to join and what the flood costs it. Needs
+/// root.
+pub fn beacon_flood_cost(tyd: &Path) -> anyhow::Result<FloodReport> {
+    let tag = format!("tydflood{}", std::process::id());
+    with_identity(&tag, |dir| {
+        let cluster_keys = ClusterIdentity::load(&dir.join("keys"))?;
+        let mut cluster = Namespaces::new(tyd, &tag, dir)?;
+        let drone = cluster.drone(10, "drone", None)?;
+        let attacker = cluster.segment.node(66)?;
+        let [a, b, c] = NETWORK;
+        let lure = SocketAddrV4::new(Ipv4Addr::new(a, b, c, 66), 7700);
+        let to = SocketAddrV4::new(Ipv4Addr::new(a, b, c, 255), BEACON_PORT);
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let flood = s.spawn(|| {
+                enter_namespace(&attacker)?;
+                let started = Instant::now();
+                let sent = beacon_flood(cluster_keys.head_public, lure, to, FLOOD_RATE, &stop)?;
+                Ok::<_, anyhow::Error>(sent as f64 / started.elapsed().as_secs_f64())
+            });
+            let measured = (|| {
+                let started = Instant::now();
+                cluster.spawn(1, "head", &["serve"])?;
+                wait_for(&cluster.path("drone", "sock"), 2, started + GIVE_UP)
+                    .with_context(|| format!("the drone never joined: {}", cluster.log("drone")))?;
+                let joined_after = started.elapsed();
+                let drone_cpu_flooded = cpu_share(drone)?;
+                Ok::<_, anyhow::Error>((joined_after, drone_cpu_flooded))
+            })();
+            stop.store(true, Ordering::Relaxed);
+            let sent_per_second = flood.join().expect("the flood thread panicked")?;
+            let (joined_after, drone_cpu_flooded) = measured?;
+            Ok(FloodReport {
+                sent_per_second,
+                joined_after,
+                drone_cpu_flooded,
+                drone_cpu_quiet: cpu_share(drone)?,
+            })
+        })
+    })
+}
+
+/// The time tyd gives for its join, in its `node state=joined` fact.
+fn join_time(log: &str) -> Option<Duration> {
+    let joined = Fact::all(log).find(|f| f.matches(fact::NODE, &[("state", "joined")]))?;
+    joined.get("ms")?.parse().ok().map(Duration::from_millis)
 }

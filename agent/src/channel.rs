@@ -26,6 +26,10 @@ const MAX_OUTPUT: usize = 4 << 20;
 /// Input is read in while less than this is buffered; frames are taken out
 /// as they complete, so this bounds the input buffer.
 const INPUT_HIGH_WATER: usize = 2 * (MAX_FRAME + 2);
+/// An emptied buffer keeps at most this much of its allocation: one large
+/// message (a welcome to a big cluster) must not leave every connection
+/// holding its size for good.
+const KEEP_CAPACITY: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -105,6 +109,7 @@ impl<S: Read + Write + AsFd> Channel<S> {
             if self.input.len() >= 2 + len {
                 let frame = self.input[2..2 + len].to_vec();
                 self.input.drain(..2 + len);
+                release_if_empty(&mut self.input);
                 return Ok(Some(frame));
             }
         }
@@ -198,6 +203,7 @@ impl<S: Read + Write + AsFd> Channel<S> {
                 Err(e) => return Err(e.into()),
             }
         }
+        release_if_empty(&mut self.output);
         Ok(())
     }
 
@@ -261,6 +267,13 @@ impl<S: Read + Write + AsFd> Channel<S> {
             Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
             Err(e) => Err(io::Error::from(e).into()),
         }
+    }
+}
+
+/// Gives back the allocation of an emptied buffer beyond [`KEEP_CAPACITY`].
+fn release_if_empty(buffer: &mut Vec<u8>) {
+    if buffer.is_empty() && buffer.capacity() > KEEP_CAPACITY {
+        *buffer = Vec::new();
     }
 }
 

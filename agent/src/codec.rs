@@ -72,7 +72,13 @@ impl Writer {
         while !value.is_char_boundary(end) {
             end -= 1;
         }
-        self.u16(end as u16).raw(&value.as_bytes()[..end])
+        self.blob(&value.as_bytes()[..end])
+    }
+
+    /// Bytes of at most 65535, length first.
+    pub fn blob(&mut self, value: &[u8]) -> &mut Self {
+        let len = value.len().min(usize::from(u16::MAX));
+        self.u16(len as u16).raw(&value[..len])
     }
 
     pub fn ipv4(&mut self, address: Ipv4Addr) -> &mut Self {
@@ -157,6 +163,14 @@ impl<'a> Reader<'a> {
 
     /// A UTF-8 string of at most `max` bytes.
     pub fn str(&mut self, field: &'static str, max: usize) -> Result<String, DecodeError> {
+        String::from_utf8(self.blob(field, max)?).map_err(|_| DecodeError::Invalid {
+            field,
+            reason: "not UTF-8".into(),
+        })
+    }
+
+    /// Bytes of at most `max`, as [`Writer::blob`] wrote them.
+    pub fn blob(&mut self, field: &'static str, max: usize) -> Result<Vec<u8>, DecodeError> {
         let len = usize::from(self.u16(field)?);
         if len > max {
             return Err(DecodeError::Invalid {
@@ -164,11 +178,7 @@ impl<'a> Reader<'a> {
                 reason: format!("{len} bytes long, at most {max} allowed"),
             });
         }
-        let bytes = self.take(len, field)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Invalid {
-            field,
-            reason: "not UTF-8".into(),
-        })
+        Ok(self.take(len, field)?.to_vec())
     }
 
     pub fn ipv4(&mut self, field: &'static str) -> Result<Ipv4Addr, DecodeError> {

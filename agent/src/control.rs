@@ -6,41 +6,71 @@
 //! Anyone on the node may read the status; changing membership (remove,
 //! enroll, approve) needs root, checked from the socket's peer credentials.
 
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-
 use crate::channel::{Channel, ChannelError};
+use crate::codec::DecodeError;
 use crate::proto::{Message, NodeStatus, Request, Response};
 
-/// Where tyd listens for the status verbs by default.
-pub const DEFAULT_SOCKET: &str = "/run/chaos/tyd.sock";
 /// A local client gets this long for its request and our answer.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What went wrong on the control socket, naming the socket.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0} answers: another tyd is running on this node")]
+    Running(PathBuf),
+    /// Making, binding or opening up the socket failed; `op` says which.
+    #[error("{op} {path}: {error}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        error: io::Error,
+    },
+    #[error("connecting to {path} (is tyd running on this node?): {error}")]
+    Connect { path: PathBuf, error: io::Error },
+    #[error("talking to tyd on {path}: {error}")]
+    Channel { path: PathBuf, error: ChannelError },
+    #[error("tyd's answer on {path}: {error}")]
+    Answer { path: PathBuf, error: DecodeError },
+}
+
+/// The error of `op` on `path`.
+fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ControlError + 'a {
+    move |error| ControlError::Io {
+        op,
+        path: path.into(),
+        error,
+    }
+}
 
 /// Binds the control socket. A socket file left by a tyd that died is
 /// replaced; one that still answers means another tyd runs here.
-pub fn listen(path: &Path) -> anyhow::Result<UnixListener> {
+pub fn listen(path: &Path) -> Result<UnixListener, ControlError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(io_error("creating", dir))?;
     }
-    if UnixStream::connect(path).is_ok() {
-        anyhow::bail!(
-            "{} answers: another tyd is running on this node",
-            path.display()
-        );
+    if answers(path) {
+        return Err(ControlError::Running(path.into()));
     }
     let _ = std::fs::remove_file(path);
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    let listener = UnixListener::bind(path).map_err(io_error("binding", path))?;
     // Everyone may ask for status; membership changes check credentials.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
-        .with_context(|| format!("opening {} to all users", path.display()))?;
-    listener.set_nonblocking(true)?;
+        .map_err(io_error("opening to all users", path))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_error("making non-blocking", path))?;
     Ok(listener)
+}
+
+/// Whether a tyd listens on the control socket at `path`.
+pub fn answers(path: &Path) -> bool {
+    UnixStream::connect(path).is_ok()
 }
 
 /// A connected status verb.
@@ -92,36 +122,45 @@ impl Client {
 }
 
 /// Sends one request to the tyd at `path` and waits for its answer.
-pub fn ask(path: &Path, request: &Request) -> anyhow::Result<Response> {
-    let stream = UnixStream::connect(path).with_context(|| {
-        format!(
-            "connecting to {} (is tyd running on this node?)",
-            path.display()
-        )
-    })?;
-    stream.set_nonblocking(true)?;
-    let mut channel = Channel::new(stream);
-    let deadline = Instant::now() + CLIENT_TIMEOUT;
-    channel.send_message(&request.encode())?;
-    let bytes = channel
-        .message_by(deadline)
-        .with_context(|| format!("waiting for tyd's answer on {}", path.display()))?;
-    Response::decode(&bytes).context("tyd's answer")
+pub fn ask(path: &Path, request: &Request) -> Result<Response, ControlError> {
+    ask_within(path, request, CLIENT_TIMEOUT)
 }
 
-/// "3s", "4m", "2h", "5d": how long ago, at a glance.
+/// [`ask`], waiting up to `timeout` for the answer (a join takes longer
+/// than a question).
+pub fn ask_within(
+    path: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, ControlError> {
+    let stream = UnixStream::connect(path).map_err(|error| ControlError::Connect {
+        path: path.into(),
+        error,
+    })?;
+    stream
+        .set_nonblocking(true)
+        .map_err(io_error("making non-blocking", path))?;
+    let mut channel = Channel::new(stream);
+    let deadline = Instant::now() + timeout;
+    let talk = |error| ControlError::Channel {
+        path: path.into(),
+        error,
+    };
+    channel.send_message(&request.encode()).map_err(talk)?;
+    let bytes = channel.message_by(deadline).map_err(talk)?;
+    Response::decode(&bytes).map_err(|error| ControlError::Answer {
+        path: path.into(),
+        error,
+    })
+}
+
+/// How long ago, at a glance.
 fn age(ms: u64) -> String {
-    let s = ms / 1000;
-    match s {
-        0..=119 => format!("{s}s"),
-        120..=7199 => format!("{}m", s / 60),
-        7200..=172_799 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86400),
-    }
+    chaos_contract::duration::show_rough(std::time::Duration::from_millis(ms))
 }
 
 /// KiB as "1.5G", "300M".
-fn size(kib: u64) -> String {
+pub(crate) fn size(kib: u64) -> String {
     const UNITS: [&str; 4] = ["K", "M", "G", "T"];
     let mut value = kib as f64;
     let mut unit = 0;
@@ -136,7 +175,7 @@ fn size(kib: u64) -> String {
     }
 }
 
-fn hundredths(value: u32) -> String {
+pub(crate) fn hundredths(value: u32) -> String {
     format!("{}.{:02}", value / 100, value % 100)
 }
 
@@ -152,6 +191,8 @@ pub fn table(nodes: &[NodeStatus]) -> String {
         "OVERLAY",
         "LAN",
         "STATE",
+        "SLURM",
+        "ADMITTED",
         "HANDSHAKE",
         "LOAD",
         "CPUS",
@@ -187,13 +228,15 @@ pub fn table(nodes: &[NodeStatus]) -> String {
             address(node.overlay),
             address(node.lan),
             state,
+            slurm_state(node),
+            node.admitted.map_or("-", |a| a.name()).to_string(),
             node.handshake_age_ms.map_or_else(|| "-".into(), age),
             load,
             cpus,
             memory,
         ]);
     }
-    let mut widths = [0; 9];
+    let mut widths = [0; 11];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -210,6 +253,11 @@ pub fn table(nodes: &[NodeStatus]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The node's Slurm state, `-` for the head and where Slurm is not run.
+pub(crate) fn slurm_state(node: &NodeStatus) -> String {
+    node.slurm.clone().unwrap_or_else(|| "-".into())
 }
 
 fn json_string(text: &str) -> String {
@@ -254,7 +302,7 @@ pub fn json(nodes: &[NodeStatus]) -> String {
             );
             format!(
                 "{{\"id\":{},\"head\":{},\"hostname\":{},\"fingerprint\":{},\"overlay\":{},\
-                 \"lan\":{},\"state\":\"{}\",\"handshake_age_ms\":{},\"load\":{}}}",
+                 \"lan\":{},\"state\":\"{}\",\"slurm\":{},\"admitted\":{},\"handshake_age_ms\":{},\"load\":{}}}",
                 n.id,
                 n.head,
                 json_string(&n.hostname),
@@ -262,6 +310,11 @@ pub fn json(nodes: &[NodeStatus]) -> String {
                 json_address(n.overlay),
                 json_address(n.lan),
                 n.state.name(),
+                n.slurm
+                    .as_deref()
+                    .map_or_else(|| "null".into(), json_string),
+                n.admitted
+                    .map_or_else(|| "null".into(), |a| json_string(a.name())),
                 n.handshake_age_ms
                     .map_or_else(|| "null".into(), |a| a.to_string()),
                 load
@@ -285,13 +338,14 @@ pub fn top(nodes: &[NodeStatus]) -> String {
         .unwrap_or(0)
         .max(8);
     let mut out = format!(
-        "{:name_width$}  {:<29}  MEMORY USED\n",
-        "NODE", "LOAD (1 min, per CPU)"
+        "{:name_width$}  {:<6}  {:<29}  MEMORY USED\n",
+        "NODE", "SLURM", "LOAD (1 min, per CPU)"
     );
     for node in nodes {
+        let slurm = slurm_state(node);
         let Some(load) = node.load else {
             out.push_str(&format!(
-                "{:name_width$}  {}\n",
+                "{:name_width$}  {slurm:<6}  {}\n",
                 node.hostname,
                 node.state.name()
             ));
@@ -303,7 +357,7 @@ pub fn top(nodes: &[NodeStatus]) -> String {
             .saturating_sub(load.memory_available_kib);
         let memory = used as f64 / load.memory_total_kib.max(1) as f64;
         out.push_str(&format!(
-            "{:name_width$}  {} {:>6}  {} {:>5.0}%\n",
+            "{:name_width$}  {slurm:<6}  {} {:>6}  {} {:>5.0}%\n",
             node.hostname,
             bar(per_cpu, 20),
             hundredths(load.average[0]),
@@ -317,7 +371,7 @@ pub fn top(nodes: &[NodeStatus]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{Load, State};
+    use crate::proto::{Admission, Load, State};
     use std::net::Ipv4Addr;
 
     fn nodes() -> Vec<NodeStatus> {
@@ -338,6 +392,21 @@ mod tests {
                     memory_available_kib: 1024 * 1024,
                     uptime_secs: 10,
                 }),
+                slurm: None,
+                admitted: None,
+            },
+            NodeStatus {
+                id: 2,
+                head: false,
+                hostname: "drone1".into(),
+                fingerprint: "eeee-ffff".into(),
+                overlay: Some(Ipv4Addr::new(10, 99, 0, 2)),
+                lan: Some(Ipv4Addr::new(192, 168, 1, 2)),
+                state: State::Up,
+                handshake_age_ms: Some(2_000),
+                load: None,
+                slurm: Some("idle".into()),
+                admitted: Some(Admission::Approved),
             },
             NodeStatus {
                 id: 0,
@@ -349,6 +418,8 @@ mod tests {
                 state: State::Pending,
                 handshake_age_ms: None,
                 load: None,
+                slurm: None,
+                admitted: None,
             },
         ]
     }
@@ -366,7 +437,21 @@ mod tests {
                 && lines[1].contains("1.0G/2.0G"),
             "{text}"
         );
-        assert!(lines[2].contains("pending cccc-dddd"), "{text}");
+        let drone: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            drone[..7],
+            [
+                "2",
+                "drone1",
+                "10.99.0.2",
+                "192.168.1.2",
+                "up",
+                "idle",
+                "approved"
+            ],
+            "{text}"
+        );
+        assert!(lines[3].contains("pending cccc-dddd"), "{text}");
     }
 
     #[test]
@@ -375,7 +460,8 @@ mod tests {
         assert!(text.starts_with("[{\"id\":1,\"head\":true,\"hostname\":\"head\""));
         assert!(text.contains("\"load1\":1.50,\"load5\":0.05,\"load15\":10.00"));
         assert!(text.contains("\"hostname\":\"new\\\"one\""));
-        assert!(text.contains("\"overlay\":null,\"lan\":null,\"state\":\"pending\""));
+        assert!(text.contains("\"overlay\":null,\"lan\":null,\"state\":\"pending\",\"slurm\":null"));
+        assert!(text.contains("\"state\":\"up\",\"slurm\":\"idle\",\"admitted\":\"approved\""));
     }
 
     #[test]
@@ -383,6 +469,7 @@ mod tests {
         let text = top(&nodes());
         assert!(text.contains("[###############     ]   1.50"), "{text}");
         assert!(text.contains("50%"), "{text}");
+        assert!(text.contains("drone1    idle    up"), "{text}");
         let last = text.lines().last().unwrap();
         assert!(
             last.starts_with("new\"one") && last.ends_with(" pending"),

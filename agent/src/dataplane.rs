@@ -7,7 +7,19 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use crate::nftables::FirewallError;
 use crate::proto::Peer;
+use crate::wireguard::WireGuardError;
+
+/// Why the kernel's dataplane refused: the overlay interface or the
+/// firewall, each naming what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error(transparent)]
+    WireGuard(#[from] WireGuardError),
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+}
 
 /// This node's end of the overlay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,12 +31,15 @@ pub struct Interface {
 }
 
 pub trait Dataplane {
+    /// Loads the firewall of a node that has no overlay yet (a drone before
+    /// its join), so its LAN is closed from the start.
+    fn guard(&mut self, wireguard_port: u16) -> Result<(), DataplaneError>;
     /// Brings up (or re-addresses) the overlay and loads the firewall.
-    fn configure(&mut self, interface: &Interface) -> anyhow::Result<()>;
+    fn configure(&mut self, interface: &Interface) -> Result<(), DataplaneError>;
     /// Makes `peers` the whole mesh.
-    fn replace_peers(&mut self, peers: &[Peer]) -> anyhow::Result<()>;
+    fn replace_peers(&mut self, peers: &[Peer]) -> Result<(), DataplaneError>;
     /// Adds or updates `changed` and drops `gone`.
-    fn update_peers(&mut self, changed: &[Peer], gone: &[Peer]) -> anyhow::Result<()>;
+    fn update_peers(&mut self, changed: &[Peer], gone: &[Peer]) -> Result<(), DataplaneError>;
     /// Removes the overlay and the firewall table; best effort, on exit.
     fn teardown(&mut self);
 }
@@ -34,15 +49,19 @@ pub trait Dataplane {
 pub struct ControlPlaneOnly;
 
 impl Dataplane for ControlPlaneOnly {
-    fn configure(&mut self, _: &Interface) -> anyhow::Result<()> {
+    fn guard(&mut self, _: u16) -> Result<(), DataplaneError> {
         Ok(())
     }
 
-    fn replace_peers(&mut self, _: &[Peer]) -> anyhow::Result<()> {
+    fn configure(&mut self, _: &Interface) -> Result<(), DataplaneError> {
         Ok(())
     }
 
-    fn update_peers(&mut self, _: &[Peer], _: &[Peer]) -> anyhow::Result<()> {
+    fn replace_peers(&mut self, _: &[Peer]) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+
+    fn update_peers(&mut self, _: &[Peer], _: &[Peer]) -> Result<(), DataplaneError> {
         Ok(())
     }
 
@@ -65,7 +84,7 @@ impl Mesh {
         dataplane: &mut dyn Dataplane,
         own: u32,
         members: Vec<Peer>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), DataplaneError> {
         self.own = own;
         self.peers = members
             .into_iter()
@@ -81,7 +100,7 @@ impl Mesh {
         dataplane: &mut dyn Dataplane,
         changed: Vec<Peer>,
         gone: &[u32],
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), DataplaneError> {
         let changed: Vec<Peer> = changed
             .into_iter()
             .filter(|p| p.id != self.own && self.peers.get(&p.id) != Some(p))
@@ -100,6 +119,11 @@ impl Mesh {
         self.peers.len()
     }
 
+    /// Every peer but this node.
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.peers.is_empty()
     }
@@ -116,15 +140,18 @@ mod tests {
     }
 
     impl Dataplane for Recorder {
-        fn configure(&mut self, _: &Interface) -> anyhow::Result<()> {
+        fn guard(&mut self, _: u16) -> Result<(), DataplaneError> {
             Ok(())
         }
-        fn replace_peers(&mut self, peers: &[Peer]) -> anyhow::Result<()> {
+        fn configure(&mut self, _: &Interface) -> Result<(), DataplaneError> {
+            Ok(())
+        }
+        fn replace_peers(&mut self, peers: &[Peer]) -> Result<(), DataplaneError> {
             let ids: Vec<u32> = peers.iter().map(|p| p.id).collect();
             self.calls.push(format!("replace {ids:?}"));
             Ok(())
         }
-        fn update_peers(&mut self, changed: &[Peer], gone: &[Peer]) -> anyhow::Result<()> {
+        fn update_peers(&mut self, changed: &[Peer], gone: &[Peer]) -> Result<(), DataplaneError> {
             let changed: Vec<u32> = changed.iter().map(|p| p.id).collect();
             let gone: Vec<u32> = gone.iter().map(|p| p.id).collect();
             self.calls.push(format!("update {changed:?} gone {gone:?}"));

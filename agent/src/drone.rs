@@ -9,37 +9,50 @@
 //! poll(2) together with the control socket and the stop signal.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use chaos_contract::cmdline::{Head, Host};
 use nix::poll::PollTimeout;
 
-use crate::beacon::{self, BEACON_PORT};
+use crate::beacon::{self, BeaconError, BEACON_PORT};
 use crate::channel::{timeout_until, Channel, ChannelError, PollSet};
+use crate::codec::DecodeError;
 use crate::control::{self, Client};
-use crate::dataplane::{Dataplane, Interface, Mesh};
+use crate::dataplane::{Dataplane, DataplaneError, Interface, Mesh};
 use crate::head::{set_user_timeout, HANDSHAKE_TIMEOUT};
-use crate::keys::{fingerprint, ClusterIdentity, Keypair};
-use crate::log::info;
+use crate::keys::{fingerprint, ClusterIdentity, KeyError, Keypair};
+use crate::log::{fact, info};
+use crate::member::{Linux, Node};
 use crate::proto::{
     Answer, FromDrone, Hello, Message, Refusal, Request, Response, Timestamps, ToDrone, Welcome,
     JOIN_PORT,
 };
 use crate::sysinfo;
+use chaos_contract::fact::{Fact, NodeState};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A status question forwarded to the head gets this long.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `tyd -m`, handed to the running tyd, waits for the join.
+pub const JOIN_WAIT: Duration = Duration::from_secs(20);
+
+/// The state a drone's answer to a status verb starts with, if it is not
+/// a member: its [`NodeState`]'s name, then why (the console screen shows
+/// both).
+pub fn standing(answer: &str) -> Option<NodeState> {
+    NodeState::from_name(answer.split([' ', ':']).next()?)
+}
 
 #[derive(Debug, Clone)]
 pub struct DroneConfig {
-    /// The head's join address on the LAN; `None` to listen for the
+    /// The head's join address on the LAN (an IPv4 address or a host
+    /// name, resolved at every join attempt); `None` to listen for the
     /// head's beacon.
-    pub head: Option<SocketAddrV4>,
+    pub head: Option<Head>,
     pub cluster: ClusterIdentity,
     pub node_key: Keypair,
     pub hostname: String,
@@ -47,11 +60,26 @@ pub struct DroneConfig {
     /// After joining, reconnect the session through the overlay. Off in
     /// control-plane-only mode, where there is no overlay.
     pub session_over_overlay: bool,
+    /// The local address to connect to the head from; `None` lets the
+    /// kernel choose (tyd does). Only for sessions on the LAN: one through
+    /// the overlay must come from the overlay address.
+    pub source: Option<std::net::Ipv4Addr>,
+    /// Keep this node as a member ([`crate::member`]): clock, host name,
+    /// accounts, munge key, hosts and the joined file. What a chaos image
+    /// does; never on an ordinary host.
+    pub manage_node: bool,
 }
 
-/// How a join attempt failed.
+/// How the drone could not start, a join attempt failed, or a session
+/// with the head ended.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
+    #[error(transparent)]
+    Beacon(#[from] BeaconError),
+    #[error("the node's WireGuard key: {0}")]
+    Key(#[from] KeyError),
+    #[error("waiting for the network: {0}")]
+    Poll(std::io::Error),
     #[error("connecting to {0}: {1}")]
     Connect(SocketAddr, std::io::Error),
     #[error("{0}: {1}")]
@@ -71,6 +99,23 @@ pub enum JoinError {
     Protocol(SocketAddr, String),
     #[error("the head refused us: {0}")]
     Refused(Refusal),
+    #[error("the welcome lists no head")]
+    NoHead,
+    #[error("moving the session into the overlay: {0}")]
+    Overlay(Box<JoinError>),
+    #[error("setting up the overlay: {0}")]
+    Dataplane(#[from] DataplaneError),
+    #[error("updating WireGuard peers: {0}")]
+    Peers(DataplaneError),
+    /// The session's connection failed.
+    #[error("{0}")]
+    Session(#[from] ChannelError),
+    #[error("a message from the head: {0}")]
+    Message(DecodeError),
+    #[error("the head is shutting down")]
+    Bye,
+    #[error("a second welcome in one session")]
+    SecondWelcome,
 }
 
 /// An established session with the head.
@@ -94,7 +139,8 @@ enum State {
 
 pub struct Drone<'a> {
     config: DroneConfig,
-    /// Where the head is, as far as this drone knows.
+    /// Where the head is, as far as this drone knows: the given address,
+    /// the last address its name resolved to, or its beacon's.
     head: Option<SocketAddrV4>,
     /// Beacons, when the head was not given: how it is found and followed.
     beacons: Option<beacon::Listener>,
@@ -107,9 +153,14 @@ pub struct Drone<'a> {
     last_error: String,
     clients: HashMap<u64, Client>,
     waiting: HashMap<u32, u64>,
+    /// Clients waiting for the join they asked for (`tyd -m`).
+    joining: Vec<u64>,
     next_token: u64,
     next_heartbeat: Instant,
     configured: Option<Interface>,
+    node: Option<Node<Linux>>,
+    /// This node's overlay address and name, for the hosts block.
+    own: Option<(Ipv4Addr, String)>,
 }
 
 impl<'a> Drone<'a> {
@@ -117,13 +168,15 @@ impl<'a> Drone<'a> {
         config: DroneConfig,
         dataplane: &'a mut dyn Dataplane,
         control: Option<UnixListener>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, JoinError> {
         let beacons = match config.head {
             Some(_) => None,
             None => Some(beacon::Listener::bind(BEACON_PORT, &config.cluster)?),
         };
+        let head = config.head.as_ref().and_then(address);
+        let node = config.manage_node.then(|| Node::new("/", Linux));
         Ok(Self {
-            head: config.head,
+            head,
             beacons,
             config,
             dataplane,
@@ -138,30 +191,46 @@ impl<'a> Drone<'a> {
             last_error: "not tried yet".into(),
             clients: HashMap::new(),
             waiting: HashMap::new(),
+            joining: Vec::new(),
             next_token: 0,
             next_heartbeat: Instant::now(),
             configured: None,
+            node,
+            own: None,
         })
     }
 
     /// Runs until `stop` becomes readable, then leaves the cluster.
-    pub fn run(&mut self, stop: Option<BorrowedFd<'_>>) -> anyhow::Result<()> {
+    pub fn run(&mut self, stop: Option<BorrowedFd<'_>>) -> Result<(), JoinError> {
         let fp = fingerprint(&self.config.node_key.public);
-        match self.head {
-            Some(head) => info(format!(
-                "node {} key fingerprint {fp}; joining head {head}",
-                self.config.hostname
-            )),
+        match &self.config.head {
+            Some(head) => {
+                info(format!(
+                    "node {} key fingerprint {fp}; joining head {head}",
+                    self.config.hostname
+                ));
+                fact(NodeState::Joining.fact().with("head", head));
+            }
             None => info(format!(
                 "node {} key fingerprint {fp}; no head address given: listening for \
                  the head's beacon on UDP port {BEACON_PORT}",
                 self.config.hostname
             )),
         }
+        if self.config.head.is_none() {
+            fact(NodeState::Listening.fact());
+        }
+        // The LAN is closed before the first join, not only after it.
+        if let Err(error) = self.dataplane.guard(self.config.wireguard_port) {
+            info(format!("loading the firewall before joining: {error:#}"));
+        }
         loop {
-            if let (State::Joining { at, backoff }, Some(head)) = (&self.state, self.head) {
-                if Instant::now() >= *at {
-                    self.join(head, *backoff);
+            if let State::Joining { at, backoff } = self.state {
+                if Instant::now() >= at && self.resolve(backoff) {
+                    if let Some(head) = self.head {
+                        self.join(head, backoff);
+                        self.answer_joiners();
+                    }
                 }
             }
             if self.turn(stop)? {
@@ -176,7 +245,7 @@ impl<'a> Drone<'a> {
     fn connect(&mut self, target: SocketAddrV4) -> Result<Session, JoinError> {
         let peer = SocketAddr::V4(target);
         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-        let stream = TcpStream::connect_timeout(&peer, HANDSHAKE_TIMEOUT)
+        let stream = crate::tcp::connect(self.config.source, target, HANDSHAKE_TIMEOUT)
             .map_err(|e| JoinError::Connect(peer, e))?;
         let channel_error = |e| JoinError::Channel(peer, e);
         let protocol = |what: String| JoinError::Protocol(peer, what);
@@ -228,6 +297,49 @@ impl<'a> Drone<'a> {
         }
     }
 
+    /// A head given by name is looked up again before every join attempt
+    /// (the lease's DNS server, through /etc/resolv.conf), so a head that
+    /// moves is followed and a name that does not resolve yet is retried
+    /// with the join's backoff. False when there is no address to try.
+    fn resolve(&mut self, backoff: Duration) -> bool {
+        let Some(Head {
+            host: Host::Name(name),
+            port,
+        }) = &self.config.head
+        else {
+            return self.head.is_some();
+        };
+        let port = port.unwrap_or(JOIN_PORT);
+        let found = (name.as_str(), port).to_socket_addrs().map(|addresses| {
+            addresses
+                .filter_map(|a| match a {
+                    SocketAddr::V4(a) => Some(a),
+                    SocketAddr::V6(_) => None,
+                })
+                .next()
+        });
+        let problem = match found {
+            Ok(Some(address)) => {
+                if self.head != Some(address) {
+                    info(format!("head {name} is at {address}"));
+                    self.head = Some(address);
+                }
+                return true;
+            }
+            Ok(None) => format!("the head's name {name} has no IPv4 address"),
+            Err(e) => format!("cannot resolve the head's name {name}: {e}"),
+        };
+        if problem != self.last_error {
+            info(format!("{problem}; retrying"));
+            self.last_error = problem;
+        }
+        self.state = State::Joining {
+            at: Instant::now() + jitter(backoff),
+            backoff: (backoff * 2).min(MAX_BACKOFF),
+        };
+        false
+    }
+
     /// Joins over the LAN, sets up the overlay, and (with an overlay) moves
     /// the session into it. On failure, schedules the next try.
     fn join(&mut self, head: SocketAddrV4, backoff: Duration) {
@@ -242,6 +354,10 @@ impl<'a> Drone<'a> {
                     self.mesh.len(),
                     started.elapsed().as_millis()
                 ));
+                fact(
+                    self.joined_fact(&session.welcome, head)
+                        .with("ms", started.elapsed().as_millis()),
+                );
                 let _ = set_user_timeout(
                     session.channel.stream(),
                     Duration::from_millis(u64::from(session.welcome.heartbeat_ms) * 3)
@@ -253,22 +369,25 @@ impl<'a> Drone<'a> {
             }
             Err(error) => {
                 let message = error.to_string();
-                if let Some(JoinError::Refused(Refusal::Removed)) = error.downcast_ref() {
+                if let JoinError::Refused(Refusal::Removed) = error {
                     info("removed from the cluster by the head; reboot to rejoin");
+                    fact(NodeState::Removed.fact());
+                    if let Some(node) = &self.node {
+                        node.left();
+                    }
                     self.state = State::Removed;
                     return;
                 }
                 if message != self.last_error {
-                    if let Some(JoinError::Refused(Refusal::AwaitingApproval)) =
-                        error.downcast_ref()
-                    {
+                    if let JoinError::Refused(Refusal::AwaitingApproval) = error {
                         info(format!(
                             "waiting for approval: on the head run `tyd approve {}`",
                             fingerprint(&self.config.node_key.public)
                         ));
                     } else {
-                        info(format!("join failed, retrying: {message:#}"));
+                        info(format!("join failed, retrying: {message}"));
                     }
+                    fact(NodeState::Retrying.fact().with("head", head));
                     self.last_error = message;
                 }
                 self.state = State::Joining {
@@ -279,7 +398,7 @@ impl<'a> Drone<'a> {
         }
     }
 
-    fn try_join(&mut self, head: SocketAddrV4) -> anyhow::Result<Session> {
+    fn try_join(&mut self, head: SocketAddrV4) -> Result<Session, JoinError> {
         let lan = self.connect(head)?;
         self.apply_welcome(&lan.welcome, head)?;
         if !self.config.session_over_overlay {
@@ -291,17 +410,17 @@ impl<'a> Drone<'a> {
             .iter()
             .find(|p| p.id == crate::membership::HEAD_ID)
             .map(|p| p.overlay)
-            .context("the welcome lists no head")?;
+            .ok_or(JoinError::NoHead)?;
         drop(lan);
         let mut session = self
             .connect(SocketAddrV4::new(head_overlay, JOIN_PORT))
-            .context("moving the session into the overlay")?;
+            .map_err(|error| JoinError::Overlay(Box::new(error)))?;
         session.head = head;
         self.apply_welcome(&session.welcome, head)?;
         Ok(session)
     }
 
-    fn apply_welcome(&mut self, welcome: &Welcome, head: SocketAddrV4) -> anyhow::Result<()> {
+    fn apply_welcome(&mut self, welcome: &Welcome, head: SocketAddrV4) -> Result<(), JoinError> {
         let interface = Interface {
             overlay: welcome.overlay,
             prefix_len: welcome.prefix_len,
@@ -318,13 +437,54 @@ impl<'a> Drone<'a> {
             .cloned()
             .map(|peer| with_head_endpoint(peer, head, welcome.head_wireguard_port))
             .collect();
-        self.mesh.replace(self.dataplane, welcome.id, members)
+        self.mesh.replace(self.dataplane, welcome.id, members)?;
+        self.own = Some((welcome.overlay, welcome.name.clone()));
+        if let Some(node) = &mut self.node {
+            let head_overlay = welcome
+                .members
+                .iter()
+                .find(|p| p.id == crate::membership::HEAD_ID)
+                .map(|p| p.overlay)
+                .ok_or(JoinError::NoHead)?;
+            // The membership stands without them; Slurm does not, and says why.
+            if let Err(error) = node.admitted(welcome, head_overlay) {
+                info(format!("this node cannot run jobs: {error}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `node` fact of a member.
+    fn joined_fact(&self, welcome: &Welcome, head: SocketAddrV4) -> Fact {
+        NodeState::Joined
+            .fact()
+            .with("node", welcome.id)
+            .with("name", &welcome.name)
+            .with(
+                "overlay",
+                format!("{}/{}", welcome.overlay, welcome.prefix_len),
+            )
+            .with("head", head)
+            .with("peers", self.mesh.len())
+    }
+
+    /// The hosts block after the mesh changed.
+    fn update_members(&self) {
+        let (Some(node), Some(own)) = (&self.node, &self.own) else {
+            return;
+        };
+        let members: Vec<(Ipv4Addr, String)> = std::iter::once(own.clone())
+            .chain(self.mesh.peers().map(|p| (p.overlay, p.hostname.clone())))
+            .collect();
+        if let Err(error) = node.members(&members) {
+            info(format!("updating the cluster's hosts: {error}"));
+        }
     }
 
     /// One poll over the session, the control socket and `stop`.
-    fn turn(&mut self, stop: Option<BorrowedFd<'_>>) -> anyhow::Result<bool> {
+    fn turn(&mut self, stop: Option<BorrowedFd<'_>>) -> Result<bool, JoinError> {
         let wake = match &self.state {
-            State::Joining { at, .. } if self.head.is_some() => *at,
+            State::Joining { at, .. } if self.head.is_some() || self.config.head.is_some() => *at,
             State::Joining { .. } => Instant::now() + Duration::from_secs(3600),
             State::Joined(_) => self.next_heartbeat,
             State::Removed => Instant::now() + Duration::from_secs(3600),
@@ -349,7 +509,7 @@ impl<'a> Drone<'a> {
                 .iter()
                 .map(|t| (*t, set.add(self.clients[t].channel.poll_fd())))
                 .collect();
-            set.wait(timeout).context("waiting for the network")?;
+            set.wait(timeout).map_err(JoinError::Poll)?;
             let clients: Vec<u64> = client_indexes
                 .into_iter()
                 .filter(|(_, i)| set.ready(Some(*i)))
@@ -392,14 +552,47 @@ impl<'a> Drone<'a> {
             .collect();
         for token in expired {
             if let Some(mut client) = self.clients.remove(&token) {
-                let _ = client.respond(&Response::Failed("the head did not answer".into()));
+                let why = if self.joining.contains(&token) {
+                    self.joining.retain(|t| *t != token);
+                    format!(
+                        "{} head {}: not joined within {} s ({}); this node's tyd keeps trying",
+                        NodeState::Joining.name(),
+                        self.head.map_or_else(|| "-".into(), |h| h.to_string()),
+                        JOIN_WAIT.as_secs(),
+                        self.last_error
+                    )
+                } else {
+                    "the head did not answer".into()
+                };
+                let _ = client.respond(&Response::Failed(why));
             }
         }
         Ok(false)
     }
 
+    /// Answers the clients waiting for a join once it is done (or the
+    /// node was removed, which no waiting mends).
+    fn answer_joiners(&mut self) {
+        let response = match &self.state {
+            State::Joined(session) => Response::Done(format!(
+                "joined head {} as node {} with overlay address {}/{}",
+                session.head,
+                session.welcome.id,
+                session.welcome.overlay,
+                session.welcome.prefix_len
+            )),
+            State::Removed => Response::Failed(removed()),
+            State::Joining { .. } => return,
+        };
+        for token in std::mem::take(&mut self.joining) {
+            if let Some(client) = self.clients.get_mut(&token) {
+                let _ = client.respond(&response);
+            }
+        }
+    }
+
     /// Heartbeats and the head's messages.
-    fn session(&mut self, now: Instant) -> anyhow::Result<()> {
+    fn session(&mut self, now: Instant) -> Result<(), JoinError> {
         let State::Joined(session) = &mut self.state else {
             return Ok(());
         };
@@ -422,12 +615,12 @@ impl<'a> Drone<'a> {
             }
         };
         for bytes in messages {
-            self.handle(ToDrone::decode(&bytes).context("a message from the head")?)?;
+            self.handle(ToDrone::decode(&bytes).map_err(JoinError::Message)?)?;
         }
         ended.map_or(Ok(()), |e| Err(e.into()))
     }
 
-    fn handle(&mut self, message: ToDrone) -> anyhow::Result<()> {
+    fn handle(&mut self, message: ToDrone) -> Result<(), JoinError> {
         match message {
             ToDrone::Members { changed, gone } => {
                 let State::Joined(session) = &self.state else {
@@ -441,9 +634,25 @@ impl<'a> Drone<'a> {
                 let before = self.mesh.len();
                 self.mesh
                     .update(self.dataplane, changed, &gone)
-                    .context("updating WireGuard peers")?;
+                    .map_err(JoinError::Peers)?;
                 if self.mesh.len() != before {
                     info(format!("mesh now has {} peers", self.mesh.len()));
+                    if let State::Joined(session) = &self.state {
+                        fact(self.joined_fact(&session.welcome, session.head));
+                    }
+                }
+                self.update_members();
+            }
+            ToDrone::Accounts(accounts) => {
+                if let Some(node) = &mut self.node {
+                    match node.accounts(&accounts) {
+                        Ok(all) => info(format!(
+                            "accounts updated: {} users, {} groups",
+                            all.users.len(),
+                            all.groups.len()
+                        )),
+                        Err(error) => info(format!("updating the accounts: {error}")),
+                    }
                 }
             }
             ToDrone::Status { tag, nodes } => {
@@ -457,12 +666,16 @@ impl<'a> Drone<'a> {
             }
             ToDrone::Removed => {
                 info("removed from the cluster by the head; reboot to rejoin");
+                fact(NodeState::Removed.fact());
+                if let Some(node) = &self.node {
+                    node.left();
+                }
                 self.dataplane.teardown();
                 self.configured = None;
                 self.state = State::Removed;
             }
-            ToDrone::Bye => anyhow::bail!("the head is shutting down"),
-            ToDrone::Welcome(_) => anyhow::bail!("a second welcome in one session"),
+            ToDrone::Bye => return Err(JoinError::Bye),
+            ToDrone::Welcome(_) => return Err(JoinError::SecondWelcome),
         }
         Ok(())
     }
@@ -479,6 +692,7 @@ impl<'a> Drone<'a> {
             Some(known) => info(format!("the head's beacon now names {found} (was {known})")),
             None => info(format!("found head {found} by its beacon")),
         }
+        fact(NodeState::Joining.fact().with("head", found));
         self.head = Some(found);
         if let State::Joining { .. } = self.state {
             self.state = State::Joining {
@@ -488,8 +702,9 @@ impl<'a> Drone<'a> {
         }
     }
 
-    fn session_lost(&mut self, error: anyhow::Error) {
-        info(format!("session with the head ended: {error:#}; rejoining"));
+    fn session_lost(&mut self, error: JoinError) {
+        info(format!("session with the head ended: {error}; rejoining"));
+        fact(NodeState::Rejoining.fact());
         self.last_error = error.to_string();
         self.state = State::Joining {
             at: Instant::now() + jitter(FIRST_BACKOFF),
@@ -510,6 +725,43 @@ impl<'a> Drone<'a> {
             Err(_) => return,
         };
         let response = match (&mut self.state, request) {
+            (_, Request::Join { .. }) if !client.is_admin() => {
+                Response::Failed("only root may have this node join a head".into())
+            }
+            (State::Joining { .. }, Request::Join { head }) => match parse_head(&head) {
+                Err(why) => Response::Failed(why),
+                Ok(head) => {
+                    info(format!("joining head {head}, as asked on this node"));
+                    fact(NodeState::Joining.fact().with("head", &head));
+                    // Named by hand, as with `-m`: beacons no longer move it.
+                    self.head = address(&head);
+                    self.config.head = Some(head);
+                    self.beacons = None;
+                    self.state = State::Joining {
+                        at: Instant::now(),
+                        backoff: FIRST_BACKOFF,
+                    };
+                    client.deadline = Instant::now() + JOIN_WAIT;
+                    self.joining.push(token);
+                    self.clients.insert(token, client);
+                    return;
+                }
+            },
+            (State::Joined(session), Request::Join { head })
+                if parse_head(&head).is_ok_and(|h| {
+                    address(&h) == Some(session.head) || self.config.head.as_ref() == Some(&h)
+                }) =>
+            {
+                Response::Done(format!(
+                    "already joined head {head} as node {} with overlay address {}",
+                    session.welcome.id, session.welcome.overlay
+                ))
+            }
+            (State::Joined(session), Request::Join { .. }) => Response::Failed(format!(
+                "already a member through head {}: one cluster at a time",
+                session.head
+            )),
+            (State::Removed, Request::Join { .. }) => Response::Failed(removed()),
             (State::Joined(session), Request::Nodes) => {
                 // The tag only has to tell apart questions in flight.
                 let tag = token as u32;
@@ -523,17 +775,29 @@ impl<'a> Drone<'a> {
                     self.clients.insert(token, client);
                     return;
                 }
-                Response::Failed("lost the session with the head; try again".into())
+                Response::Failed(format!(
+                    "{}: lost the session with the head; try again",
+                    NodeState::Rejoining.name()
+                ))
             }
-            (State::Removed, Request::Nodes) => {
-                Response::Failed("this node was removed from the cluster".into())
+            (State::Removed, Request::Nodes) => Response::Failed(removed()),
+            (State::Joining { .. }, Request::Nodes) => {
+                let head = match (&self.config.head, self.head) {
+                    (Some(head), _) => Some(head.to_string()),
+                    (None, head) => head.map(|h| h.to_string()),
+                };
+                Response::Failed(match head {
+                    Some(head) => format!(
+                        "{} head {head}: {}",
+                        NodeState::Joining.name(),
+                        self.last_error
+                    ),
+                    None => format!(
+                        "{}: no beacon from the head heard yet on UDP port {BEACON_PORT}",
+                        NodeState::Listening.name()
+                    ),
+                })
             }
-            (State::Joining { .. }, Request::Nodes) => Response::Failed(match self.head {
-                Some(head) => format!("not joined yet (head {head}): {}", self.last_error),
-                None => format!(
-                    "not joined yet: no beacon from the head heard yet on UDP port {BEACON_PORT}"
-                ),
-            }),
             (_, _) => {
                 Response::Failed("membership changes are made on the head: run this there".into())
             }
@@ -543,10 +807,15 @@ impl<'a> Drone<'a> {
         }
     }
 
-    /// Graceful leave: tell the head, then take the overlay down.
+    /// Graceful leave: stop what runs only on a member, tell the head,
+    /// then take the overlay down.
     fn leave(&mut self) {
+        if let Some(node) = &self.node {
+            node.left();
+        }
         if let State::Joined(session) = &mut self.state {
             info("leaving the cluster");
+            fact(NodeState::Leaving.fact());
             let _ = session.channel.send_message(&FromDrone::Leave.encode());
             let _ = session
                 .channel
@@ -554,6 +823,13 @@ impl<'a> Drone<'a> {
         }
         self.dataplane.teardown();
     }
+}
+
+fn removed() -> String {
+    format!(
+        "{} by the head; reboot to rejoin",
+        NodeState::Removed.name()
+    )
 }
 
 /// The head's entry has no endpoint: it is the address we joined.
@@ -575,20 +851,21 @@ fn jitter(base: Duration) -> Duration {
     base + base.mul_f64(f64::from(random) / f64::from(u16::MAX) / 2.0)
 }
 
-/// This node's head address from the kernel command line's `chaos.head=`,
-/// with the join port unless one is given.
 /// Where the head is, by precedence: `-m`, then `chaos.head=` on the
-/// kernel command line, then the address baked into the image (the file
-/// [`crate::keys::HEAD_ADDRESS`]); `None` if none of them says.
+/// kernel command line (read with the same parser as init's), then the
+/// address baked into the image (the file [`crate::keys::HEAD_ADDRESS`]);
+/// `None` if none of them says.
 pub fn find_head(
     given: Option<&str>,
     cmdline: &str,
     baked: Option<&str>,
-) -> Result<Option<SocketAddrV4>, String> {
+) -> Result<Option<Head>, String> {
     if let Some(given) = given {
         return parse_head(given).map(Some);
     }
-    if let Some(head) = head_from_cmdline(cmdline)? {
+    // A malformed chaos.head= is ignored here as it is by init, which has
+    // already said so on the console.
+    if let Some(head) = chaos_contract::cmdline::parse(cmdline).chaos.head {
         return Ok(Some(head));
     }
     baked
@@ -598,56 +875,22 @@ pub fn find_head(
         .transpose()
 }
 
-pub fn head_from_cmdline(cmdline: &str) -> Result<Option<SocketAddrV4>, String> {
-    let Some(value) = cmdline
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("chaos.head="))
-    else {
-        return Ok(None);
-    };
-    parse_head(value).map(Some)
+/// A head given by address: where to join it (a name is resolved later).
+fn address(head: &Head) -> Option<SocketAddrV4> {
+    match head.host {
+        Host::V4(ip) => Some(SocketAddrV4::new(ip, head.port.unwrap_or(JOIN_PORT))),
+        Host::Name(_) => None,
+    }
 }
 
-/// "192.168.1.1" or "192.168.1.1:7700".
-pub fn parse_head(value: &str) -> Result<SocketAddrV4, String> {
-    if let Ok(address) = value.parse::<SocketAddrV4>() {
-        return Ok(address);
-    }
-    value
-        .parse::<Ipv4Addr>()
-        .map(|ip| SocketAddrV4::new(ip, JOIN_PORT))
-        .map_err(|_| {
-            format!("head address {value:?}: expected an IPv4 address, optionally with :port")
-        })
+/// `-m`'s and the baked address's grammar: `chaos.head=`'s.
+pub fn parse_head(value: &str) -> Result<Head, String> {
+    Head::parse(value).map_err(|why| format!("head address {value:?} {why}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn head_addresses_from_the_command_line() {
-        let table: &[(&str, Result<Option<&str>, &str>)] = &[
-            ("quiet chaos.head=10.0.0.1", Ok(Some("10.0.0.1:7700"))),
-            (
-                "chaos.head=10.0.0.1:9000 ip=dhcp",
-                Ok(Some("10.0.0.1:9000")),
-            ),
-            ("chaos.mode=safe", Ok(None)),
-            ("chaos.head=head.lan", Err("expected an IPv4 address")),
-            ("chaos.head=10.0.0.1:x", Err("expected an IPv4 address")),
-        ];
-        for (cmdline, expected) in table {
-            let got = head_from_cmdline(cmdline);
-            match (got, expected) {
-                (Ok(got), Ok(want)) => {
-                    assert_eq!(got.map(|a| a.to_string()).as_deref(), *want, "{cmdline}")
-                }
-                (Err(e), Err(want)) => assert!(e.contains(want), "{cmdline}: {e}"),
-                (got, _) => panic!("{cmdline}: {got:?}"),
-            }
-        }
-    }
 
     #[test]
     fn the_head_is_found_by_precedence() {
@@ -663,14 +906,28 @@ mod tests {
                 Some("10.0.0.9"),
                 "chaos.head=10.0.0.1",
                 Some("10.0.0.2"),
-                Ok(Some("10.0.0.9:7700")),
+                Ok(Some("10.0.0.9")),
             ),
             (
                 None,
                 "chaos.head=10.0.0.1",
                 Some("10.0.0.2"),
-                Ok(Some("10.0.0.1:7700")),
+                Ok(Some("10.0.0.1")),
             ),
+            (
+                None,
+                "chaos.head=10.0.0.1:9000 ip=dhcp",
+                None,
+                Ok(Some("10.0.0.1:9000")),
+            ),
+            // A host name, as the ISO's options screen offers.
+            (
+                None,
+                "quiet chaos.head=head.lab",
+                None,
+                Ok(Some("head.lab")),
+            ),
+            (Some("head.lab:7000"), "", None, Ok(Some("head.lab:7000"))),
             (
                 None,
                 "quiet",
@@ -679,13 +936,27 @@ mod tests {
             ),
             (None, "quiet", Some("\n"), Ok(None)),
             (None, "quiet", None, Ok(None)),
+            (None, "chaos.mode=safe", None, Ok(None)),
             (
                 None,
                 "quiet",
-                Some("head"),
-                Err("head.address: head address \"head\""),
+                Some("head:x"),
+                Err("head.address: head address \"head:x\" is not <addr>[:port]"),
             ),
-            (Some("x"), "", None, Err("expected an IPv4 address")),
+            (
+                None,
+                "chaos.head=10.0.0.1:x",
+                Some("10.0.0.2"),
+                Ok(Some("10.0.0.2")),
+            ),
+            (None, "chaos.head=[fd00::1]", None, Ok(None)),
+            (Some("[fd00::1]"), "", None, Err("is an IPv6 address")),
+            (
+                Some("x:0"),
+                "",
+                None,
+                Err("head address \"x:0\" is not <addr>[:port]"),
+            ),
         ];
         for (given, cmdline, baked, expected) in table {
             let got = find_head(*given, cmdline, *baked).map(|h| h.map(|a| a.to_string()));
@@ -695,6 +966,23 @@ mod tests {
                 (got, _) => panic!("{given:?} {cmdline} {baked:?}: {got:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_standing_is_read_back_from_the_answer_it_starts() {
+        for state in [
+            NodeState::Listening,
+            NodeState::Joining,
+            NodeState::Rejoining,
+        ] {
+            assert_eq!(standing(&format!("{}: because", state.name())), Some(state));
+        }
+        assert_eq!(
+            standing("joining head 10.0.0.1:7700: refused"),
+            Some(NodeState::Joining)
+        );
+        assert_eq!(standing(&removed()), Some(NodeState::Removed));
+        assert_eq!(standing("the head did not answer"), None);
     }
 
     #[test]

@@ -4,6 +4,14 @@
 //! deadline, feeds [`Membership`], pushes every change to all members and
 //! to its own dataplane, and answers the status verbs.
 //!
+//! Pushes go out in rounds, at most one per [`PUSH_INTERVAL`] (longer in
+//! a large cluster, see [`PUSH_INTERVAL_PER_MEMBER`]), each member
+//! getting what changed since the version it last heard of (the
+//! membership's change log), and only once its previous push has left
+//! the output buffer. So a lab joining all at once costs a push per member
+//! per round, not per join, and a member that reads slowly holds one push
+//! in the head's memory, not a backlog.
+//!
 //! Nothing a peer sends may stop the loop: every connection has a deadline
 //! until it is a member, bounded buffers, and is dropped on its first
 //! error; addresses that keep failing are cut off at accept.
@@ -14,18 +22,19 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use nix::poll::PollTimeout;
 
-use crate::beacon;
+use crate::beacon::{self, BeaconError};
 use crate::channel::{timeout_until, Channel, ChannelError, PollSet};
 use crate::control::{self, Client};
-use crate::dataplane::{Dataplane, Interface, Mesh};
-use crate::keys::{HeadIdentity, Keypair};
-use crate::log::{info, Penalties, RejectLog};
+use crate::dataplane::{Dataplane, DataplaneError, Interface, Mesh};
+use crate::keys::{HeadIdentity, KeyError, Keypair};
+use crate::log::{fact, info, Penalties, RejectLog};
 use crate::membership::{Config, Membership, Verdict};
-use crate::proto::{Answer, FromDrone, Hello, Message, Peer, Request, Response, ToDrone};
+use crate::proto::{Answer, FromDrone, Hello, Message, NodeStatus, Request, Response, ToDrone};
 use crate::sysinfo;
+use crate::workload::Cluster;
+use chaos_contract::fact::{self, Fact, NodeState};
 
 /// A connection that has not become a member by then is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,6 +45,16 @@ const MAX_HANDSHAKES: usize = 1024;
 const ACCEPT_BATCH: usize = 64;
 /// Time for farewells on shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// Push rounds are at least this far apart: changes that come in between
+/// (a lab's morning brings a join every few milliseconds) go out together.
+const PUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// And further apart in a larger cluster, as a round wakes every member:
+/// this much more per member keeps the rounds' cost a fixed share of the
+/// head's time (and each member's wakeups a fixed rate) at any size.
+const PUSH_INTERVAL_PER_MEMBER: Duration = Duration::from_micros(50);
+/// Nodes per push, so that one fits a message whatever the host names; a
+/// member further behind hears of the rest in the next rounds.
+const PUSH_NODES: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct HeadConfig {
@@ -104,10 +123,37 @@ pub struct Head<'a> {
     next_token: u64,
     rejects: RejectLog,
     penalties: Penalties,
-    changed: Vec<Peer>,
-    gone: Vec<u32>,
+    /// Per member session (by token), the membership version it has heard of.
+    heard: HashMap<u64, u64>,
+    /// The version the head's own dataplane has.
+    mesh_version: u64,
+    push_round: PushRound,
     next_sample: Instant,
     beacon: Option<beacon::Sender>,
+    /// Slurm, with `tyd serve --slurm`.
+    slurm: Option<Cluster>,
+}
+
+/// Why the head could not start or had to stop serving.
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    #[error("binding the join port {listen}: {error}")]
+    Bind {
+        listen: SocketAddrV4,
+        error: std::io::Error,
+    },
+    #[error("the control socket: {0}")]
+    Control(std::io::Error),
+    #[error("the head's WireGuard key: {0}")]
+    Key(#[from] KeyError),
+    #[error("bringing up the head's overlay: {0}")]
+    Overlay(DataplaneError),
+    #[error("updating the head's WireGuard peers: {0}")]
+    Peers(DataplaneError),
+    #[error(transparent)]
+    Beacon(#[from] BeaconError),
+    #[error("waiting for the network: {0}")]
+    Poll(std::io::Error),
 }
 
 impl<'a> Head<'a> {
@@ -117,10 +163,13 @@ impl<'a> Head<'a> {
         config: HeadConfig,
         dataplane: &'a mut dyn Dataplane,
         control: Option<UnixListener>,
-    ) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.listen)
-            .with_context(|| format!("binding the join port {}", config.listen))?;
-        listener.set_nonblocking(true)?;
+    ) -> Result<Self, HeadError> {
+        let bind = |error| HeadError::Bind {
+            listen: config.listen,
+            error,
+        };
+        let listener = TcpListener::bind(config.listen).map_err(bind)?;
+        listener.set_nonblocking(true).map_err(bind)?;
         let wireguard = Keypair::generate()?;
         let now = Instant::now();
         let membership = Membership::new(
@@ -138,11 +187,12 @@ impl<'a> Head<'a> {
                 private_key: wireguard.private,
                 listen_port: config.wireguard_port,
             })
-            .context("bringing up the head's overlay")?;
+            .map_err(HeadError::Overlay)?;
         let mut mesh = Mesh::default();
-        mesh.replace(dataplane, crate::membership::HEAD_ID, Vec::new())?;
+        mesh.replace(dataplane, crate::membership::HEAD_ID, Vec::new())
+            .map_err(HeadError::Overlay)?;
         if let Some(control) = &control {
-            control.set_nonblocking(true)?;
+            control.set_nonblocking(true).map_err(HeadError::Control)?;
         }
         let beacon = config
             .beacon
@@ -170,11 +220,49 @@ impl<'a> Head<'a> {
             next_token: 0,
             rejects: RejectLog::new(now),
             penalties: Penalties::default(),
-            changed: Vec::new(),
-            gone: Vec::new(),
+            heard: HashMap::new(),
+            mesh_version: 0,
+            push_round: PushRound {
+                next: now,
+                version: 0,
+                lagging: false,
+            },
             next_sample: now,
             beacon,
+            slurm: None,
         })
+    }
+
+    /// Runs Slurm with the cluster: members are granted what it needs,
+    /// and it follows the membership.
+    pub fn with_slurm(mut self, slurm: Cluster) -> Self {
+        self.slurm = Some(slurm);
+        self
+    }
+
+    /// The rows of `tyd nodes`, with each node's Slurm state.
+    fn status(&self, now: Instant) -> Vec<NodeStatus> {
+        let mut rows = self.membership.status(now);
+        if let Some(slurm) = &self.slurm {
+            for row in rows.iter_mut().filter(|r| !r.head) {
+                row.slurm = slurm.worker.state(&row.hostname);
+            }
+        }
+        rows
+    }
+
+    /// Node `id`, called `name`, is no longer a member (`state` says
+    /// how): Slurm forgets it. Others hear of it from the membership's
+    /// change log in the next push round.
+    fn departed(&self, id: u32, name: Option<String>, state: &str, why: &str) {
+        let mut member = Fact::new(fact::MEMBER).with("node", id);
+        if let Some(name) = &name {
+            member = member.with("name", name);
+        }
+        fact(member.with("state", state));
+        if let (Some(slurm), Some(name)) = (&self.slurm, name) {
+            slurm.worker.forget(&name, why);
+        }
     }
 
     /// The port joins are accepted on (useful when bound to port 0).
@@ -184,7 +272,7 @@ impl<'a> Head<'a> {
 
     /// Serves until `stop` becomes readable (a signalfd), then says goodbye
     /// to every member and takes the overlay down.
-    pub fn run(&mut self, stop: Option<BorrowedFd<'_>>) -> anyhow::Result<()> {
+    pub fn run(&mut self, stop: Option<BorrowedFd<'_>>) -> Result<(), HeadError> {
         info(format!(
             "head {} serving joins on {} (overlay {}, admission {}, fingerprint {})",
             self.config.hostname,
@@ -193,6 +281,17 @@ impl<'a> Head<'a> {
             self.config.membership.policy.name(),
             crate::keys::fingerprint(&self.identity.keypair.public),
         ));
+        let overlay = self.config.membership.overlay;
+        fact(
+            NodeState::Serving
+                .fact()
+                .with("name", &self.config.hostname)
+                .with(
+                    "overlay",
+                    format!("{}/{}", overlay.head_address(), overlay.prefix_len),
+                )
+                .with("listen", self.config.listen),
+        );
         loop {
             if self.turn(stop)? {
                 break;
@@ -203,7 +302,7 @@ impl<'a> Head<'a> {
     }
 
     /// One poll and what follows from it; true when asked to stop.
-    fn turn(&mut self, stop: Option<BorrowedFd<'_>>) -> anyhow::Result<bool> {
+    fn turn(&mut self, stop: Option<BorrowedFd<'_>>) -> Result<bool, HeadError> {
         let now = Instant::now();
         let tick = now + self.tick();
         let deadline = self
@@ -213,6 +312,7 @@ impl<'a> Head<'a> {
             .map(|c| c.deadline)
             .chain(self.clients.values().map(|c| c.deadline))
             .chain(self.beacon.as_ref().map(beacon::Sender::due))
+            .chain(self.push_due())
             .fold(tick, Instant::min);
         let timeout = timeout_until(deadline).unwrap_or(PollTimeout::ZERO);
 
@@ -231,7 +331,7 @@ impl<'a> Head<'a> {
                 .iter()
                 .map(|t| (*t, set.add(self.clients[t].channel.poll_fd())))
                 .collect();
-            set.wait(timeout).context("waiting for the network")?;
+            set.wait(timeout).map_err(HeadError::Poll)?;
             let ready = |indexed: Vec<(u64, usize)>| -> Vec<u64> {
                 indexed
                     .into_iter()
@@ -267,7 +367,7 @@ impl<'a> Head<'a> {
             self.serve_client(token, now);
         }
         self.timers(now);
-        self.publish()?;
+        self.publish(now)?;
         Ok(false)
     }
 
@@ -474,18 +574,28 @@ impl<'a> Head<'a> {
                     return Err(Reason::Reject("no overlay address left".into()));
                 };
                 if let Some(peer) = &changed {
+                    let admitted = self.membership.admission_of(id).map_or("?", |a| a.name());
                     info(format!(
-                        "{} joined as node {id} with overlay address {} from {}",
+                        "{} joined as node {id} with overlay address {} from {} (admitted: {admitted})",
                         hello.hostname, peer.overlay, conn.peer
                     ));
+                    fact(
+                        Fact::new(fact::MEMBER)
+                            .with("node", id)
+                            .with("name", &peer.hostname)
+                            .with("state", "up")
+                            .with("overlay", peer.overlay),
+                    );
                 }
-                self.changed.extend(changed);
-                let welcome = self
+                let mut welcome = self
                     .membership
                     .welcome(id, self.config.wireguard_port)
                     .expect("just joined");
+                welcome.slurm = self.slurm.as_ref().map(Cluster::grant);
                 conn.channel
                     .send_message(&ToDrone::Welcome(welcome).encode())?;
+                // The welcome lists every member as of now.
+                self.heard.insert(token, self.membership.version());
                 conn.phase = Phase::Member(id);
                 if let Some(old) = self.sessions.insert(id, token) {
                     // The node moved its session (LAN to overlay, or a
@@ -500,12 +610,13 @@ impl<'a> Head<'a> {
                 let id = *id;
                 if self.membership.leave(id) {
                     info(format!("node {id} left"));
-                    self.gone.push(id);
+                    let name = self.membership.name_of(id);
+                    self.departed(id, name, "left", "left the cluster");
                 }
                 return Err(Reason::Quiet);
             }
             (Phase::Member(_), FromDrone::Status { tag }) => {
-                let nodes = self.membership.status(now);
+                let nodes = self.status(now);
                 conn.channel
                     .send_message(&ToDrone::Status { tag, nodes }.encode())?;
             }
@@ -555,32 +666,41 @@ impl<'a> Head<'a> {
             return Response::Failed("only root may change membership".into());
         }
         let result = match request {
-            Request::Nodes => return Response::Nodes(self.membership.status(now)),
+            Request::Nodes => return Response::Nodes(self.status(now)),
+            Request::Join { .. } => {
+                return Response::Failed(
+                    "this node is the head: `tyd -m` joins a drone to it".into(),
+                )
+            }
             Request::Enroll { seconds } => {
                 self.membership.enroll(Duration::from_secs(seconds), now)
             }
             Request::Approve { fingerprint } => self.membership.approve(&fingerprint),
-            Request::Remove { node } => self.membership.remove(&node).map(|(id, was_up)| {
-                if let Some(mut conn) = self
-                    .sessions
-                    .remove(&id)
-                    .and_then(|t| self.conns.remove(&t))
-                {
-                    let _ = conn.channel.send_message(&ToDrone::Removed.encode());
-                    let _ = conn.channel.flush();
-                }
-                if was_up {
-                    self.gone.push(id);
-                }
-                format!("removed {node}; its key is refused until it reboots")
-            }),
+            Request::ApproveAll => self.membership.approve_all(),
+            Request::Remove { node } => {
+                let name = self.membership.name_of_any(&node);
+                self.membership.remove(&node).map(|(id, _)| {
+                    if let Some(mut conn) = self
+                        .sessions
+                        .remove(&id)
+                        .and_then(|t| self.conns.remove(&t))
+                    {
+                        let _ = conn.channel.send_message(&ToDrone::Removed.encode());
+                        let _ = conn.channel.flush();
+                    }
+                    if id != 0 {
+                        self.departed(id, name, "removed", "removed with tyd remove");
+                    }
+                    format!("removed {node}; its key is refused until it reboots")
+                })
+            }
         };
         match result {
             Ok(text) => {
                 info(&text);
                 Response::Done(text)
             }
-            Err(text) => Response::Failed(text),
+            Err(error) => Response::Failed(error.to_string()),
         }
     }
 
@@ -600,8 +720,8 @@ impl<'a> Head<'a> {
             self.dropped(token, conn, what, now);
         }
         self.clients.retain(|_, c| now < c.deadline);
-        if self.membership.window_closed(now) {
-            info("enrollment window closed: new nodes are refused again");
+        if let Some(closed) = self.membership.window_closed(now) {
+            info(closed);
         }
         if let Some(beacon) = &mut self.beacon {
             beacon.send(now);
@@ -611,7 +731,11 @@ impl<'a> Head<'a> {
             if let Some(token) = self.sessions.remove(&id) {
                 self.conns.remove(&token);
             }
-            self.gone.push(id);
+            let name = self.membership.name_of(id);
+            self.departed(id, name, "expired", "expired: no heartbeat");
+        }
+        if let Some(accounts) = self.slurm.as_mut().and_then(|s| s.changed_accounts(now)) {
+            self.broadcast(&ToDrone::Accounts(accounts).encode());
         }
         if now >= self.next_sample {
             self.membership.set_head_load(sysinfo::sample());
@@ -620,37 +744,95 @@ impl<'a> Head<'a> {
         }
     }
 
-    /// Sends this turn's membership changes to every member and applies them
-    /// to the head's own dataplane.
-    fn publish(&mut self) -> anyhow::Result<()> {
-        if self.changed.is_empty() && self.gone.is_empty() {
+    /// When the next push round is due, if members have something to hear.
+    fn push_due(&self) -> Option<Instant> {
+        let round = &self.push_round;
+        (round.lagging || round.version < self.membership.version()).then_some(round.next)
+    }
+
+    /// Applies membership changes to the head's own dataplane, and when a
+    /// push round is due, sends each member that has sent its last push
+    /// what changed since the version it heard of.
+    fn publish(&mut self, now: Instant) -> Result<(), HeadError> {
+        let version = self.membership.version();
+        if self.mesh_version < version {
+            let changes = self.membership.changes_since(self.mesh_version, usize::MAX);
+            self.mesh
+                .update(self.dataplane, changes.changed, &changes.gone)
+                .map_err(HeadError::Peers)?;
+            self.mesh_version = changes.version;
+        }
+        if self.push_due().is_none_or(|due| now < due) {
             return Ok(());
         }
-        let changed = std::mem::take(&mut self.changed);
-        let gone = std::mem::take(&mut self.gone);
-        let push = ToDrone::Members {
-            changed: changed.clone(),
-            gone: gone.clone(),
-        }
-        .encode();
+        let members = u32::try_from(self.heard.len()).unwrap_or(u32::MAX);
+        self.push_round = PushRound {
+            next: now + PUSH_INTERVAL.max(PUSH_INTERVAL_PER_MEMBER * members),
+            version,
+            lagging: false,
+        };
+        let conns = &mut self.conns;
+        self.heard.retain(|token, _| conns.contains_key(token));
+        // Members that heard of the same version get the same push.
+        let mut pushes: HashMap<u64, (Vec<u8>, u64)> = HashMap::new();
         let mut failed = Vec::new();
-        for (id, token) in &self.sessions {
+        for (token, heard) in &mut self.heard {
+            let conn = conns.get_mut(token).expect("kept above");
+            if *heard >= version {
+                continue;
+            }
+            if conn.channel.wants_write() {
+                // Still sending the last push (or a welcome): no pile-up.
+                self.push_round.lagging = true;
+                continue;
+            }
+            let (push, upto) = pushes.entry(*heard).or_insert_with(|| {
+                let changes = self.membership.changes_since(*heard, PUSH_NODES);
+                let push = ToDrone::Members {
+                    changed: changes.changed,
+                    gone: changes.gone,
+                };
+                (push.encode(), changes.version)
+            });
+            if conn.channel.send_message(push).is_err() || conn.channel.flush().is_err() {
+                failed.push(*token);
+                continue;
+            }
+            *heard = *upto;
+            self.push_round.lagging |= *upto < version;
+        }
+        self.end_failed(failed);
+        Ok(())
+    }
+
+    /// Sends one message to every member at once (not in rounds: for what
+    /// changes rarely, such as the accounts); a session that fails ends.
+    fn broadcast(&mut self, message: &[u8]) {
+        let mut failed = Vec::new();
+        for token in self.sessions.values() {
             if let Some(conn) = self.conns.get_mut(token) {
-                if conn.channel.send_message(&push).is_err() || conn.channel.flush().is_err() {
-                    failed.push((*id, *token));
+                if conn.channel.send_message(message).is_err() || conn.channel.flush().is_err() {
+                    failed.push(*token);
                 }
             }
         }
-        for (id, token) in failed {
-            self.sessions.remove(&id);
-            if let Some(conn) = self.conns.remove(&token) {
-                self.rejects
-                    .reject(conn.peer, "session failed while pushing");
+        self.end_failed(failed);
+    }
+
+    /// Ends the member sessions (by token) that failed while being sent to.
+    fn end_failed(&mut self, failed: Vec<u64>) {
+        for token in failed {
+            let Some(conn) = self.conns.remove(&token) else {
+                continue;
+            };
+            if let Phase::Member(id) = conn.phase {
+                if self.sessions.get(&id) == Some(&token) {
+                    self.sessions.remove(&id);
+                }
             }
+            self.rejects
+                .reject(conn.peer, "session failed while pushing");
         }
-        self.mesh
-            .update(self.dataplane, changed, &gone)
-            .context("updating the head's WireGuard peers")
     }
 
     fn shutdown(&mut self) {
@@ -665,6 +847,17 @@ impl<'a> Head<'a> {
         }
         self.dataplane.teardown();
     }
+}
+
+/// The state of the push rounds.
+struct PushRound {
+    /// No round before this.
+    next: Instant,
+    /// The membership version the last round was for.
+    version: u64,
+    /// Members were left behind in the last round (busy, or further behind
+    /// than one push), so another round is due even without changes.
+    lagging: bool,
 }
 
 /// Unacknowledged data older than this fails the connection, so a peer that

@@ -24,6 +24,11 @@ pub const CLUSTER_KEY: &str = "cluster.key";
 pub const NODE_KEY: &str = "node.key";
 /// The head's LAN address baked into a drone image (optional): `addr[:port]`.
 pub const HEAD_ADDRESS: &str = "head.address";
+/// The cluster's munge key, made by the first `tyd serve --slurm`; only the
+/// head holds it in a file, members get it over their session.
+pub const MUNGE_KEY: &str = "munge.key";
+/// The munge key's length, as `mungekey` makes it.
+const MUNGE_KEY_LEN: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -160,6 +165,10 @@ fn describe(text: &str) -> String {
 /// Writes a key file that must not exist yet, with `mode` from the start
 /// (never briefly world-readable).
 fn write_new(path: &Path, key: &[u8; 32], mode: u32) -> Result<(), KeyError> {
+    write_new_bytes(path, format!("{}\n", hex(key)).as_bytes(), mode)
+}
+
+fn write_new_bytes(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyError> {
     let io = |source| KeyError::Io {
         path: path.into(),
         source,
@@ -173,9 +182,27 @@ fn write_new(path: &Path, key: &[u8; 32], mode: u32) -> Result<(), KeyError> {
             std::io::ErrorKind::AlreadyExists => KeyError::Exists { path: path.into() },
             _ => io(source),
         })?;
-    file.write_all(format!("{}\n", hex(key)).as_bytes())
-        .map_err(io)?;
+    file.write_all(contents).map_err(io)?;
     file.sync_all().map_err(io)
+}
+
+/// The cluster's munge key in `dir`, made on first use.
+pub fn munge_key(dir: &Path) -> Result<(Vec<u8>, bool), KeyError> {
+    let path = dir.join(MUNGE_KEY);
+    match fs::read(&path) {
+        Ok(key) if key.len() >= 32 => return Ok((key, false)),
+        Ok(key) => {
+            return Err(KeyError::Format {
+                path,
+                found: format!("{} bytes, expected a munge key of 32 or more", key.len()),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(KeyError::Io { path, source }),
+    }
+    let key = random::<MUNGE_KEY_LEN>()?.to_vec();
+    write_new_bytes(&path, &key, 0o600)?;
+    Ok((key, true))
 }
 
 /// What the head keeps: its static key pair and the cluster key.
@@ -276,8 +303,20 @@ pub fn node_key(dir: &Path) -> Result<Keypair, KeyError> {
     })?;
     let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
     let keypair = Keypair::generate()?;
-    write_new(&path, &keypair.private, 0o600)?;
-    Ok(keypair)
+    // Published whole or not at all, and only once: when two start at the
+    // same time (the node's tyd and `tyd -f init` at the console), both
+    // end up with the key of whichever linked it first.
+    let partial = dir.join(format!(".{NODE_KEY}.{}", hex(&random::<6>()?)));
+    write_new(&partial, &keypair.private, 0o600)?;
+    let linked = fs::hard_link(&partial, &path);
+    let _ = fs::remove_file(&partial);
+    match linked {
+        Ok(()) => Ok(keypair),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read_key(&path).map(Keypair::from_private)
+        }
+        Err(source) => Err(KeyError::Io { path, source }),
+    }
 }
 
 fn builder() -> snow::Builder<'static> {
@@ -316,6 +355,26 @@ mod tests {
         for bad in ["", "abc", &"g".repeat(64), &"é".repeat(32), &"0".repeat(66)] {
             assert_eq!(parse_hex_key(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_node_key_is_made_once_even_when_asked_for_at_once() {
+        let dir = std::env::temp_dir().join(format!("tyd-node-key-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let keys: Vec<[u8; 32]> = std::thread::scope(|scope| {
+            let asked: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| node_key(&dir).unwrap().public))
+                .collect();
+            asked.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        assert!(keys.iter().all(|k| *k == keys[0]), "two node keys made");
+        assert_eq!(node_key(&dir).unwrap().public, keys[0]);
+        let left: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [NODE_KEY], "no partial files left");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -9,6 +9,8 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use chaos_contract::accounts::{Accounts, Group, User};
+
 use crate::codec::{DecodeError, Reader, Writer};
 
 /// The TCP port the head accepts joins on (LAN) and sessions on (overlay).
@@ -21,13 +23,18 @@ pub const WIREGUARD_PORT: u16 = 51820;
 pub const NOISE_PATTERN: &str = "Noise_IKpsk1_25519_ChaChaPoly_BLAKE2s";
 /// Bound into the handshake hash: a peer speaking another protocol or
 /// version fails the handshake instead of being downgraded.
-pub const PROLOGUE: &[u8] = b"chaos tyd protocol 1";
+pub const PROLOGUE: &[u8] = b"chaos tyd protocol 2";
 
 /// Hostnames are DNS labels plus domain; longer ones are refused.
 pub const MAX_HOSTNAME: usize = 253;
-/// A cluster bigger than this is not a lab; it bounds every list we decode.
-pub const MAX_NODES: usize = 4096;
+/// A cluster bigger than this is not a lab; it bounds every list we decode
+/// (the head refuses the node that would take its lists past it).
+pub const MAX_NODES: usize = 8192;
 const MAX_TEXT: usize = 1024;
+/// Users or groups a head may share.
+pub const MAX_ACCOUNTS: usize = 1 << 16;
+/// munge keys are 1 KiB as `mungekey` makes them; more is refused.
+pub const MAX_MUNGE_KEY: usize = 8192;
 
 /// Timestamps for messages a receiver must see increase (handshakes,
 /// beacons): wall-clock nanoseconds, so that they also increase across
@@ -116,12 +123,74 @@ pub enum State {
 }
 
 impl State {
+    /// Each state's tag on the wire and its name, once.
+    const TABLE: &'static [(u8, State, &'static str)] = &[
+        (0, State::Up, "up"),
+        (1, State::Pending, "pending"),
+        (2, State::Left, "left"),
+        (3, State::Expired, "expired"),
+    ];
+
     pub fn name(self) -> &'static str {
-        match self {
-            State::Up => "up",
-            State::Pending => "pending",
-            State::Left => "left",
-            State::Expired => "expired",
+        Self::TABLE
+            .iter()
+            .find(|(_, s, _)| *s == self)
+            .map_or("unknown", |(_, _, name)| name)
+    }
+
+    fn tag(self) -> u8 {
+        Self::TABLE
+            .iter()
+            .find(|(_, s, _)| *s == self)
+            .map_or(u8::MAX, |(tag, _, _)| *tag)
+    }
+
+    fn from_tag(tag: u8) -> Option<State> {
+        Self::TABLE
+            .iter()
+            .find(|(t, _, _)| *t == tag)
+            .map(|(_, s, _)| *s)
+    }
+}
+
+/// How a member was admitted, for `tyd nodes` and the head's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// By the cluster key alone (admission policy psk).
+    ClusterKey,
+    /// While an enrollment window was open.
+    Window,
+    /// By `tyd approve`.
+    Approved,
+}
+
+impl Admission {
+    /// Each way's tag on the wire (0 is none) and its name, once.
+    const TABLE: &'static [(u8, Admission, &'static str)] = &[
+        (1, Admission::ClusterKey, "psk"),
+        (2, Admission::Window, "window"),
+        (3, Admission::Approved, "approved"),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::TABLE
+            .iter()
+            .find(|(_, a, _)| *a == self)
+            .map_or("unknown", |(_, _, name)| name)
+    }
+
+    fn tag(admitted: Option<Admission>) -> u8 {
+        Self::TABLE
+            .iter()
+            .find(|(_, a, _)| Some(*a) == admitted)
+            .map_or(0, |(tag, _, _)| *tag)
+    }
+
+    fn from_tag(tag: u8) -> Result<Option<Admission>, DecodeError> {
+        match Self::TABLE.iter().find(|(t, _, _)| *t == tag) {
+            Some((_, a, _)) => Ok(Some(*a)),
+            None if tag == 0 => Ok(None),
+            None => Err(unknown("node admission", tag)),
         }
     }
 }
@@ -139,6 +208,11 @@ pub struct NodeStatus {
     /// Milliseconds since the node's last accepted handshake.
     pub handshake_age_ms: Option<u64>,
     pub load: Option<Load>,
+    /// The node's state in Slurm (`idle`, `alloc`, `drain`, `down`...),
+    /// when the head runs Slurm and slurmctld knows the node.
+    pub slurm: Option<String>,
+    /// How a member was admitted; `None` for the head and pending nodes.
+    pub admitted: Option<Admission>,
 }
 
 /// Messages a drone sends in an established session.
@@ -172,6 +246,8 @@ pub enum ToDrone {
     Removed,
     /// The head is shutting down; rejoin when it is back.
     Bye,
+    /// The head's cluster users and groups changed.
+    Accounts(Accounts),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,15 +259,61 @@ pub struct Welcome {
     pub head_wireguard_port: u16,
     /// Every member, the head and this node included.
     pub members: Vec<Peer>,
+    /// This node's name in the cluster: the one it asked for, unless
+    /// another member has it.
+    pub name: String,
+    /// Changes whenever the head admits this node afresh (see
+    /// [`chaos_contract::member::JOIN`]).
+    pub join: u64,
+    /// The head's wall clock when it sent this, in nanoseconds since the
+    /// epoch: munge refuses credentials from a clock 5 minutes off.
+    pub clock_ns: u64,
+    /// What Slurm needs, when the head runs it.
+    pub slurm: Option<SlurmGrant>,
+}
+
+/// What a member needs to run Slurm jobs, which no image may carry (anyone
+/// on the LAN can download one): it travels only inside the session.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SlurmGrant {
+    pub munge_key: Vec<u8>,
+    pub accounts: Accounts,
+}
+
+/// The key stays out of logs.
+impl std::fmt::Debug for SlurmGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlurmGrant")
+            .field(
+                "munge_key",
+                &format_args!("<{} bytes>", self.munge_key.len()),
+            )
+            .field("accounts", &self.accounts)
+            .finish()
+    }
 }
 
 /// Requests from the status verbs to the local tyd (unix socket).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Nodes,
-    Remove { node: String },
-    Enroll { seconds: u64 },
-    Approve { fingerprint: String },
+    Remove {
+        node: String,
+    },
+    Enroll {
+        seconds: u64,
+    },
+    Approve {
+        fingerprint: String,
+    },
+    /// `tyd approve --all`: every pending node.
+    ApproveAll,
+    /// On a drone (`tyd -m` while the node's tyd runs): join this head
+    /// (`-m`'s text: an address or a name, and a port) now, answered once
+    /// joined or with why not yet.
+    Join {
+        head: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,27 +368,30 @@ impl Message for Hello {
     }
 }
 
+impl Answer {
+    /// Each answer's tag on the wire, once.
+    const TABLE: &'static [(u8, Answer)] = &[
+        (0, Answer::Accepted),
+        (1, Answer::Refused(Refusal::AwaitingApproval)),
+        (2, Answer::Refused(Refusal::WindowClosed)),
+        (3, Answer::Refused(Refusal::Removed)),
+        (4, Answer::Refused(Refusal::Full)),
+    ];
+}
+
 impl Message for Answer {
     fn write(&self, w: &mut Writer) {
-        let tag = match self {
-            Answer::Accepted => 0,
-            Answer::Refused(Refusal::AwaitingApproval) => 1,
-            Answer::Refused(Refusal::WindowClosed) => 2,
-            Answer::Refused(Refusal::Removed) => 3,
-            Answer::Refused(Refusal::Full) => 4,
-        };
-        w.u8(tag);
+        let tag = Self::TABLE.iter().find(|(_, a)| a == self).map(|(t, _)| *t);
+        w.u8(tag.unwrap_or(u8::MAX));
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(match r.u8("answer")? {
-            0 => Answer::Accepted,
-            1 => Answer::Refused(Refusal::AwaitingApproval),
-            2 => Answer::Refused(Refusal::WindowClosed),
-            3 => Answer::Refused(Refusal::Removed),
-            4 => Answer::Refused(Refusal::Full),
-            tag => return Err(unknown("answer", tag)),
-        })
+        let tag = r.u8("answer")?;
+        Self::TABLE
+            .iter()
+            .find(|(t, _)| *t == tag)
+            .map(|(_, a)| a.clone())
+            .ok_or_else(|| unknown("answer", tag))
     }
 }
 
@@ -359,19 +484,17 @@ fn read_list<T: Message>(
     (0..count).map(|_| T::read(r)).collect()
 }
 
+/// Status rows are at least this long (id, head, empty hostname and
+/// fingerprint, state, no addresses, age, load or Slurm state).
+const MIN_STATUS: usize = 4 + 1 + 2 + 2 + 1 + 1 + 1 + 1 + 1 + 1;
+
 impl Message for NodeStatus {
     fn write(&self, w: &mut Writer) {
-        let state = match self.state {
-            State::Up => 0,
-            State::Pending => 1,
-            State::Left => 2,
-            State::Expired => 3,
-        };
         w.u32(self.id)
             .u8(u8::from(self.head))
             .str(&self.hostname)
             .str(&self.fingerprint)
-            .u8(state);
+            .u8(self.state.tag());
         for address in [self.overlay, self.lan] {
             match address {
                 None => w.u8(0),
@@ -383,6 +506,11 @@ impl Message for NodeStatus {
             Some(age) => w.u8(1).u64(age),
         };
         write_option(w, &self.load);
+        match &self.slurm {
+            None => w.u8(0),
+            Some(state) => w.u8(1).str(state),
+        };
+        w.u8(Admission::tag(self.admitted));
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -390,13 +518,8 @@ impl Message for NodeStatus {
         let head = r.bool("node is head")?;
         let hostname = r.str("node hostname", MAX_HOSTNAME)?;
         let fingerprint = r.str("node fingerprint", MAX_HOSTNAME)?;
-        let state = match r.u8("node state")? {
-            0 => State::Up,
-            1 => State::Pending,
-            2 => State::Left,
-            3 => State::Expired,
-            tag => return Err(unknown("node state", tag)),
-        };
+        let tag = r.u8("node state")?;
+        let state = State::from_tag(tag).ok_or_else(|| unknown("node state", tag))?;
         let mut address = |field| -> Result<Option<Ipv4Addr>, DecodeError> {
             if r.bool(field)? {
                 r.ipv4(field).map(Some)
@@ -411,6 +534,13 @@ impl Message for NodeStatus {
         } else {
             None
         };
+        let load = read_option(r, "node load")?;
+        let slurm = if r.bool("node Slurm state")? {
+            Some(r.str("node Slurm state", MAX_HOSTNAME)?)
+        } else {
+            None
+        };
+        let admitted = Admission::from_tag(r.u8("node admission")?)?;
         Ok(NodeStatus {
             id,
             head,
@@ -420,36 +550,72 @@ impl Message for NodeStatus {
             lan,
             state,
             handshake_age_ms,
-            load: read_option(r, "node load")?,
+            load,
+            slurm,
+            admitted,
         })
+    }
+}
+
+/// The tags of the messages that carry data, each written once and used
+/// by both the writer and the reader.
+mod tag {
+    pub mod from_drone {
+        pub const READY: u8 = 0;
+        pub const HEARTBEAT: u8 = 1;
+        pub const LEAVE: u8 = 2;
+        pub const STATUS: u8 = 3;
+    }
+    pub mod to_drone {
+        pub const WELCOME: u8 = 0;
+        pub const MEMBERS: u8 = 1;
+        pub const STATUS: u8 = 2;
+        pub const REMOVED: u8 = 3;
+        pub const BYE: u8 = 4;
+        pub const ACCOUNTS: u8 = 5;
+    }
+    pub mod request {
+        pub const NODES: u8 = 0;
+        pub const REMOVE: u8 = 1;
+        pub const ENROLL: u8 = 2;
+        pub const APPROVE: u8 = 3;
+        pub const APPROVE_ALL: u8 = 4;
+        pub const JOIN: u8 = 5;
+    }
+    pub mod response {
+        pub const NODES: u8 = 0;
+        pub const DONE: u8 = 1;
+        pub const FAILED: u8 = 2;
     }
 }
 
 impl Message for FromDrone {
     fn write(&self, w: &mut Writer) {
+        use tag::from_drone::*;
         match self {
             FromDrone::Ready => {
-                w.u8(0);
+                w.u8(READY);
             }
             FromDrone::Heartbeat(load) => {
-                w.u8(1);
+                w.u8(HEARTBEAT);
                 load.write(w);
             }
             FromDrone::Leave => {
-                w.u8(2);
+                w.u8(LEAVE);
             }
             FromDrone::Status { tag } => {
-                w.u8(3).u32(*tag);
+                w.u8(STATUS).u32(*tag);
             }
         }
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        use tag::from_drone::*;
         Ok(match r.u8("drone message")? {
-            0 => FromDrone::Ready,
-            1 => FromDrone::Heartbeat(Load::read(r)?),
-            2 => FromDrone::Leave,
-            3 => FromDrone::Status {
+            READY => FromDrone::Ready,
+            HEARTBEAT => FromDrone::Heartbeat(Load::read(r)?),
+            LEAVE => FromDrone::Leave,
+            STATUS => FromDrone::Status {
                 tag: r.u32("status tag")?,
             },
             tag => return Err(unknown("drone message", tag)),
@@ -457,20 +623,78 @@ impl Message for FromDrone {
     }
 }
 
+impl Message for Accounts {
+    fn write(&self, w: &mut Writer) {
+        w.count(self.users.len());
+        for u in &self.users {
+            w.str(&u.name)
+                .u32(u.uid)
+                .u32(u.gid)
+                .str(&u.gecos)
+                .str(&u.home)
+                .str(&u.shell);
+        }
+        w.count(self.groups.len());
+        for g in &self.groups {
+            w.str(&g.name).u32(g.gid).count(g.members.len());
+            for m in &g.members {
+                w.str(m);
+            }
+        }
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let users = (0..r.count("users", MAX_ACCOUNTS, 2 + 4 + 4 + 6)?)
+            .map(|_| {
+                Ok(User {
+                    name: r.str("user name", MAX_HOSTNAME)?,
+                    uid: r.u32("uid")?,
+                    gid: r.u32("user gid")?,
+                    gecos: r.str("user gecos", MAX_TEXT)?,
+                    home: r.str("user home", MAX_TEXT)?,
+                    shell: r.str("user shell", MAX_TEXT)?,
+                })
+            })
+            .collect::<Result<_, DecodeError>>()?;
+        let groups = (0..r.count("groups", MAX_ACCOUNTS, 2 + 4 + 4)?)
+            .map(|_| {
+                let name = r.str("group name", MAX_HOSTNAME)?;
+                let gid = r.u32("gid")?;
+                let members = (0..r.count("group members", MAX_ACCOUNTS, 2)?)
+                    .map(|_| r.str("group member", MAX_HOSTNAME))
+                    .collect::<Result<_, _>>()?;
+                Ok(Group { name, gid, members })
+            })
+            .collect::<Result<_, DecodeError>>()?;
+        Ok(Accounts { users, groups })
+    }
+}
+
 impl Message for ToDrone {
     fn write(&self, w: &mut Writer) {
+        use tag::to_drone::*;
         match self {
             ToDrone::Welcome(welcome) => {
-                w.u8(0)
+                w.u8(WELCOME)
                     .u32(welcome.id)
                     .ipv4(welcome.overlay)
                     .u8(welcome.prefix_len)
                     .u32(welcome.heartbeat_ms)
                     .u16(welcome.head_wireguard_port);
                 write_list(w, &welcome.members);
+                w.str(&welcome.name).u64(welcome.join).u64(welcome.clock_ns);
+                match &welcome.slurm {
+                    None => {
+                        w.u8(0);
+                    }
+                    Some(grant) => {
+                        w.u8(1).blob(&grant.munge_key);
+                        grant.accounts.write(w);
+                    }
+                }
             }
             ToDrone::Members { changed, gone } => {
-                w.u8(1);
+                w.u8(MEMBERS);
                 write_list(w, changed);
                 w.count(gone.len());
                 for id in gone {
@@ -478,21 +702,26 @@ impl Message for ToDrone {
                 }
             }
             ToDrone::Status { tag, nodes } => {
-                w.u8(2).u32(*tag);
+                w.u8(STATUS).u32(*tag);
                 write_list(w, nodes);
             }
             ToDrone::Removed => {
-                w.u8(3);
+                w.u8(REMOVED);
             }
             ToDrone::Bye => {
-                w.u8(4);
+                w.u8(BYE);
+            }
+            ToDrone::Accounts(accounts) => {
+                w.u8(ACCOUNTS);
+                accounts.write(w);
             }
         }
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        use tag::to_drone::*;
         Ok(match r.u8("head message")? {
-            0 => {
+            WELCOME => {
                 let id = r.u32("welcome id")?;
                 let overlay = r.ipv4("welcome overlay address")?;
                 let prefix_len = r.u8("welcome prefix length")?;
@@ -509,9 +738,20 @@ impl Message for ToDrone {
                     heartbeat_ms: r.u32("welcome heartbeat")?,
                     head_wireguard_port: r.u16("welcome head port")?,
                     members: read_list(r, "welcome members", MIN_PEER)?,
+                    name: r.str("welcome name", MAX_HOSTNAME)?,
+                    join: r.u64("welcome join")?,
+                    clock_ns: r.u64("welcome clock")?,
+                    slurm: if r.bool("welcome Slurm")? {
+                        Some(SlurmGrant {
+                            munge_key: r.blob("munge key", MAX_MUNGE_KEY)?,
+                            accounts: Accounts::read(r)?,
+                        })
+                    } else {
+                        None
+                    },
                 })
             }
-            1 => {
+            MEMBERS => {
                 let changed = read_list(r, "changed members", MIN_PEER)?;
                 let count = r.count("gone members", MAX_NODES, 4)?;
                 let gone = (0..count)
@@ -519,12 +759,13 @@ impl Message for ToDrone {
                     .collect::<Result<_, _>>()?;
                 ToDrone::Members { changed, gone }
             }
-            2 => ToDrone::Status {
+            STATUS => ToDrone::Status {
                 tag: r.u32("status tag")?,
-                nodes: read_list(r, "status nodes", 4 + 1 + 2 + 2 + 1 + 4)?,
+                nodes: read_list(r, "status nodes", MIN_STATUS)?,
             },
-            3 => ToDrone::Removed,
-            4 => ToDrone::Bye,
+            REMOVED => ToDrone::Removed,
+            BYE => ToDrone::Bye,
+            ACCOUNTS => ToDrone::Accounts(Accounts::read(r)?),
             tag => return Err(unknown("head message", tag)),
         })
     }
@@ -532,33 +773,46 @@ impl Message for ToDrone {
 
 impl Message for Request {
     fn write(&self, w: &mut Writer) {
+        use tag::request::*;
         match self {
             Request::Nodes => {
-                w.u8(0);
+                w.u8(NODES);
             }
             Request::Remove { node } => {
-                w.u8(1).str(node);
+                w.u8(REMOVE).str(node);
             }
             Request::Enroll { seconds } => {
-                w.u8(2).u64(*seconds);
+                w.u8(ENROLL).u64(*seconds);
             }
             Request::Approve { fingerprint } => {
-                w.u8(3).str(fingerprint);
+                w.u8(APPROVE).str(fingerprint);
+            }
+            Request::ApproveAll => {
+                w.u8(APPROVE_ALL);
+            }
+            Request::Join { head } => {
+                w.u8(JOIN).str(head);
             }
         }
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        use tag::request::*;
         Ok(match r.u8("request")? {
-            0 => Request::Nodes,
-            1 => Request::Remove {
+            NODES => Request::Nodes,
+            REMOVE => Request::Remove {
                 node: r.str("node", MAX_HOSTNAME)?,
             },
-            2 => Request::Enroll {
+            ENROLL => Request::Enroll {
                 seconds: r.u64("seconds")?,
             },
-            3 => Request::Approve {
+            APPROVE => Request::Approve {
                 fingerprint: r.str("fingerprint", MAX_HOSTNAME)?,
+            },
+            APPROVE_ALL => Request::ApproveAll,
+            JOIN => Request::Join {
+                // A host name and a port.
+                head: r.str("head", MAX_HOSTNAME + 6)?,
             },
             tag => return Err(unknown("request", tag)),
         })
@@ -567,25 +821,27 @@ impl Message for Request {
 
 impl Message for Response {
     fn write(&self, w: &mut Writer) {
+        use tag::response::*;
         match self {
             Response::Nodes(nodes) => {
-                w.u8(0);
+                w.u8(NODES);
                 write_list(w, nodes);
             }
             Response::Done(text) => {
-                w.u8(1).str(text);
+                w.u8(DONE).str(text);
             }
             Response::Failed(text) => {
-                w.u8(2).str(text);
+                w.u8(FAILED).str(text);
             }
         }
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        use tag::response::*;
         Ok(match r.u8("response")? {
-            0 => Response::Nodes(read_list(r, "nodes", 4 + 1 + 2 + 2 + 1 + 4)?),
-            1 => Response::Done(r.str("text", MAX_TEXT)?),
-            2 => Response::Failed(r.str("text", MAX_TEXT)?),
+            NODES => Response::Nodes(read_list(r, "nodes", MIN_STATUS)?),
+            DONE => Response::Done(r.str("text", MAX_TEXT)?),
+            FAILED => Response::Failed(r.str("text", MAX_TEXT)?),
             tag => return Err(unknown("response", tag)),
         })
     }
@@ -629,6 +885,8 @@ mod tests {
                 memory_available_kib: 1 << 19,
                 uptime_secs: 99,
             }),
+            slurm: (id > 1).then(|| "alloc".into()),
+            admitted: Some(Admission::Window),
         }
     }
 
@@ -672,7 +930,33 @@ mod tests {
             heartbeat_ms: 2000,
             head_wireguard_port: 51820,
             members: vec![peer(1), peer(3)],
+            name: "drone-3".into(),
+            join: 0x1234,
+            clock_ns: 1_700_000_000_000_000_000,
+            slurm: None,
         }));
+        let accounts = Accounts::parse(
+            "alice:x:1000:1000:Alice:/home/alice:/bin/sh\n",
+            "lab:x:1500:alice,bob\nempty:x:1501:\n",
+        )
+        .unwrap();
+        check(ToDrone::Welcome(Welcome {
+            id: 4,
+            overlay: Ipv4Addr::new(10, 99, 0, 4),
+            prefix_len: 24,
+            heartbeat_ms: 500,
+            head_wireguard_port: 51821,
+            members: vec![peer(1)],
+            name: "drone-4".into(),
+            join: u64::MAX,
+            clock_ns: 1,
+            slurm: Some(SlurmGrant {
+                munge_key: vec![0xa5; 1024],
+                accounts: accounts.clone(),
+            }),
+        }));
+        check(ToDrone::Accounts(accounts));
+        check(ToDrone::Accounts(Accounts::default()));
         check(ToDrone::Members {
             changed: vec![peer(4)],
             gone: vec![2, 5],
@@ -689,6 +973,10 @@ mod tests {
         check(Request::Approve {
             fingerprint: "ab".into(),
         });
+        check(Request::ApproveAll);
+        check(Request::Join {
+            head: "192.168.1.11".into(),
+        });
         check(Response::Nodes(vec![status(1)]));
         check(Response::Done("ok".into()));
         check(Response::Failed("no".into()));
@@ -704,8 +992,8 @@ mod tests {
                 "changed members: 4294967295 entries",
             ),
             (
-                &[1, 0, 0, 0x10, 1],
-                "changed members: 4097 entries, at most",
+                &[1, 0, 0, 0x20, 1],
+                "changed members: 8193 entries, at most",
             ),
             (&[1, 0, 0, 0, 200], "changed members: message ends early"),
             (

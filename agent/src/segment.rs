@@ -5,12 +5,21 @@
 //! 192.168.77.0/24. Traffic stays inside; everything is deleted on drop,
 //! also when a run fails half-way.
 
+use std::io;
 use std::process::Command;
-
-use anyhow::{bail, Context};
 
 /// The segment's network; node `host` is 192.168.77.`host`.
 pub const NETWORK: [u8; 3] = [192, 168, 77];
+
+/// Why a namespace, bridge or veth could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    #[error("running ip (iproute2): {0}")]
+    Spawn(io::Error),
+    /// `ip` ran and refused: the command and what it said.
+    #[error("ip {command}: {stderr}")]
+    Refused { command: String, stderr: String },
+}
 
 pub struct Segment {
     name: String,
@@ -19,17 +28,16 @@ pub struct Segment {
     namespaces: Vec<String>,
 }
 
-fn ip(args: &[&str]) -> anyhow::Result<()> {
+fn ip(args: &[&str]) -> Result<(), SegmentError> {
     let output = Command::new("ip")
         .args(args)
         .output()
-        .context("running ip (iproute2)")?;
+        .map_err(SegmentError::Spawn)?;
     if !output.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+        return Err(SegmentError::Refused {
+            command: args.join(" "),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().into(),
+        });
     }
     Ok(())
 }
@@ -37,7 +45,7 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
 impl Segment {
     /// A segment whose namespaces are named after `name`, which must be
     /// unique on this host (the caller's pid is a good part of it).
-    pub fn new(name: &str) -> anyhow::Result<Self> {
+    pub fn new(name: &str) -> Result<Self, SegmentError> {
         let lan = format!("{name}-lan");
         ip(&["netns", "add", &lan])?;
         let segment = Self {
@@ -51,7 +59,7 @@ impl Segment {
     }
 
     /// A node namespace with `eth0` at 192.168.77.`host`/24; its name.
-    pub fn node(&mut self, host: u8) -> anyhow::Result<String> {
+    pub fn node(&mut self, host: u8) -> Result<String, SegmentError> {
         let ns = format!("{}-n{host}", self.name);
         ip(&["netns", "add", &ns])?;
         self.namespaces.push(ns.clone());

@@ -2,14 +2,17 @@
 //! Finding the head by its beacon, end to end: drones given no head address
 //! in network namespaces on a test-made bridge, an attacker beside them
 //! sending forged, foreign, garbage and replayed beacons, the real head
-//! starting late, and then moving to another address.
+//! starting late, and then moving to another address; and a drone under a
+//! flood of 10,000 forged beacons a second that still finds its head.
 
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use chaos_agent::beacon::{Beacon, BEACON_PORT};
+use chaos_agent::flood::{beacon_flood, enter_namespace, FLOOD_RATE};
 use chaos_agent::keys::{ClusterIdentity, HeadIdentity};
 use chaos_agent::proto::State;
 use common::{hosts_in, nodes, Lab, DEADLINE};
@@ -146,4 +149,69 @@ fn drones_find_the_head_by_its_signed_beacon_and_ignore_forgeries() {
         "drones rejoined the moved head {} ms after it started",
         started.elapsed().as_millis()
     );
+}
+
+/// The datagrams a drone's log says it ignored: the lines of those it
+/// logged and the counts of those it did not.
+fn ignored(log: &str) -> u64 {
+    log.lines()
+        .map(|line| {
+            if line.contains("rejected ") {
+                return 1;
+            }
+            line.split_once('(')
+                .and_then(|(_, rest)| rest.strip_suffix(" more rejections not logged)"))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+#[test]
+fn a_drone_under_a_flood_of_forged_beacons_still_finds_its_head() {
+    let mut lab = Lab::new("flood");
+    let keys = lab.init("keys");
+    let head_key = ClusterIdentity::load(&keys).unwrap().head_public;
+    let drone_ns = lab.node(11);
+    lab.drone(&drone_ns, "drone", &keys, None);
+    lab.wait_log("drone", "listening for the head's beacon on UDP port 7701");
+    let attacker = lab.node(ATTACKER);
+    let lure = SocketAddrV4::new(Ipv4Addr::new(192, 168, 77, ATTACKER), 7700);
+    let to = SocketAddrV4::new(BROADCAST, BEACON_PORT);
+    let stop = AtomicBool::new(false);
+    let started = Instant::now();
+    let sent = std::thread::scope(|s| {
+        let flood = s.spawn(|| {
+            enter_namespace(&attacker).unwrap();
+            beacon_flood(head_key, lure, to, FLOOD_RATE, &stop).unwrap()
+        });
+        // The drone checked the forger's first beacons and stopped there;
+        // the head starts once the drone has ignored a second's worth.
+        lab.wait_log("drone", "(forged)");
+        lab.wait_log("drone", "its sender keeps sending forgeries");
+        lab.wait(
+            "the drone to ignore a second of the flood",
+            || ignored(&lab.log("drone")) >= u64::from(FLOOD_RATE),
+            || lab.log("drone"),
+        );
+        let head_ns = lab.node(1);
+        lab.head(&head_ns, "head", &keys, &[]);
+        let socket = lab.socket("head");
+        lab.wait(
+            "the flooded drone up",
+            || hosts_in(&socket, State::Up) == ["drone", "head"],
+            || format!("{:?}\n{}", nodes(&socket), lab.log("drone")),
+        );
+        lab.wait_log("drone", "found head 192.168.77.1:7700 by its beacon");
+        stop.store(true, Ordering::Relaxed);
+        flood.join().unwrap()
+    });
+    eprintln!(
+        "{sent} forged beacons in {} ms",
+        started.elapsed().as_millis()
+    );
+    // However many forgeries, the drone's log stays short.
+    let log = lab.log("drone");
+    let lines = log.lines().count();
+    assert!(lines < 100, "{lines} log lines:\n{log}");
 }

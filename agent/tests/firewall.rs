@@ -2,7 +2,7 @@
 //! The firewall on the kernel's real nftables, in test-made namespaces: a
 //! port probe from a namespace that is not a member finds only the
 //! documented open port, and the host scope leaves the host's traffic
-//! alone.
+//! alone but for Slurm's ports, which are the cluster's.
 
 mod common;
 
@@ -82,7 +82,7 @@ fn open_ports(ports: &[u16]) -> Vec<u16> {
 fn params(scope: Scope) -> Params {
     Params {
         scope,
-        overlay: "10.99.0.0/16".parse().unwrap(),
+        overlay: Some("10.99.0.0/16".parse().unwrap()),
         interface: "wg0".into(),
         wireguard_port: WIREGUARD_PORT,
         join_port: Some(JOIN_PORT),
@@ -90,10 +90,12 @@ fn params(scope: Scope) -> Params {
     }
 }
 
-/// Listeners a node might have: the join port, ssh, and slurmd (which is
-/// meant for the overlay only).
+/// Listeners a node might have: the join port, ssh, slurmd and an srun
+/// (which are meant for the overlay only).
+const SRUN: u16 = 60050;
+
 fn listeners() -> Vec<TcpListener> {
-    [JOIN_PORT, 22, 6818]
+    [JOIN_PORT, 22, 6818, SRUN]
         .iter()
         .map(|port| TcpListener::bind((Ipv4Addr::UNSPECIFIED, *port)).unwrap())
         .collect()
@@ -111,7 +113,7 @@ fn a_probe_from_outside_finds_only_the_documented_ports() {
     let all: Vec<u16> = (1..=u16::MAX).collect();
     assert_eq!(
         lab.inside(&outsider, || open_ports(&all)),
-        [22, 6818, JOIN_PORT]
+        [22, 6818, JOIN_PORT, SRUN]
     );
 
     // A chaos node: only the join port is open on the LAN.
@@ -132,11 +134,12 @@ fn a_probe_from_outside_finds_only_the_documented_ports() {
             .unwrap()
     });
     assert_eq!(
-        lab.inside(&outsider, || open_ports(&[22, 6818, JOIN_PORT])),
+        lab.inside(&outsider, || open_ports(&[22, 6818, JOIN_PORT, SRUN])),
         [JOIN_PORT]
     );
 
-    // A head on an ordinary host leaves the host's services reachable.
+    // A head on an ordinary host leaves the host's services reachable,
+    // but not Slurm's.
     lab.inside(&node, || {
         Firewall::open()
             .unwrap()
@@ -144,8 +147,8 @@ fn a_probe_from_outside_finds_only_the_documented_ports() {
             .unwrap()
     });
     assert_eq!(
-        lab.inside(&outsider, || open_ports(&[22, 6818, JOIN_PORT])),
-        [22, 6818, JOIN_PORT]
+        lab.inside(&outsider, || open_ports(&[22, 6818, JOIN_PORT, SRUN])),
+        [22, JOIN_PORT]
     );
 
     // Removing tyd's table (twice: removal is idempotent) restores what
@@ -153,7 +156,7 @@ fn a_probe_from_outside_finds_only_the_documented_ports() {
     lab.inside(&node, || Firewall::open().unwrap().remove().unwrap());
     lab.inside(&node, || Firewall::open().unwrap().remove().unwrap());
     assert_eq!(
-        lab.inside(&outsider, || open_ports(&[22, 6818, JOIN_PORT])),
-        [22, 6818, JOIN_PORT]
+        lab.inside(&outsider, || open_ports(&[22, 6818, JOIN_PORT, SRUN])),
+        [22, 6818, JOIN_PORT, SRUN]
     );
 }

@@ -4,8 +4,8 @@
 //! of the format) is the baseline. [`verify`] walks a root directory and
 //! names every difference from it ([`Change`]); [`Daemon`] applies the
 //! `chaos.watchdog=` policy on a schedule, honouring maintenance windows
-//! ([`pause`]) and asking PID 1 to reboot or power off; the binary
-//! `certaintyd` only wires these to the real system.
+//! ([`pause`]) and asking PID 1 to reboot or power off; [`command`] only
+//! wires these to the real system.
 //!
 //! This module owns the verification and the decision to respond. It never
 //! writes to the root it verifies, never reboots the machine itself (PID 1
@@ -14,6 +14,7 @@
 //! suspends checking, it does not bless what changed during it.
 
 mod change;
+pub mod command;
 mod daemon;
 #[cfg(test)]
 mod fixture;
@@ -21,7 +22,7 @@ pub mod pause;
 mod verify;
 
 pub use change::{Change, Difference};
-pub use daemon::{ask_signal, Config, Daemon, Linux, Node, MAX_LISTED, STATUS_FILE};
+pub use daemon::{ask_signal, Config, Daemon, Linux, Node, MAX_LISTED};
 pub use verify::{verify, Baseline, BaselineError, Report, VerifyError};
 
 /// The mounts that are not part of the root: the kernel's API filesystems and
@@ -29,7 +30,7 @@ pub use verify::{verify, Baseline, BaselineError, Report, VerifyError};
 /// mounted on it; unmounted, it is plain root directory and verified like the
 /// rest, because a write there lands in the RAM root. Any other mount inside
 /// the root is a violation.
-pub const WRITABLE_MOUNTS: &[&str] = &["/dev", "/proc", "/run", "/sys", "/tmp", "/var"];
+pub const WRITABLE_MOUNTS: &[&str] = &["/dev", "/proc", "/root", "/run", "/sys", "/tmp", "/var"];
 
 #[cfg(target_arch = "x86_64")]
 cpufeatures::new!(sha_ni, "sha", "sse2", "ssse3", "sse4.1");

@@ -2,7 +2,9 @@
 //! node its name and make name lookup work — the host name (sethostname and
 //! /etc/hostname), /etc/hosts with localhost and the node's own name and
 //! address, /etc/resolv.conf from the DNS servers. It only writes what it is
-//! given; choosing the name and addresses is the network phase's job.
+//! given; choosing the name and addresses is the network phase's job, or,
+//! for the `fix_hosts` command, the operator's, whose settings
+//! [`Identity::configured`] reads back.
 //!
 //! The image links these /etc files into /run, so writing them leaves the
 //! root filesystem exactly as built (the integrity watchdog relies on that).
@@ -23,6 +25,53 @@ pub struct Identity {
     pub domain: Option<String>,
     pub address: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
+}
+
+impl Identity {
+    /// The node as it is configured now, for `fix_hosts` after a hand
+    /// configuration: the kernel's host name (`hostname`; else one from
+    /// the LAN NIC's MAC) and NIS domain (`domainname`, "(none)" when
+    /// unset), the LAN address, and the resolvers and search domain of
+    /// the current resolv.conf, which `fix_hosts` keeps.
+    pub fn configured(
+        addresses: &chaos_contract::addresses::Addresses,
+        hostname: &str,
+        domainname: &str,
+        resolv_conf: &str,
+    ) -> Identity {
+        let set = |name: &str| {
+            let name = name.trim();
+            (!name.is_empty() && name != "(none)").then(|| name.to_string())
+        };
+        let (dns, domain) = resolvers(resolv_conf);
+        Identity {
+            hostname: set(hostname)
+                .or_else(|| addresses.lan_mac().map(name_from_mac))
+                .unwrap_or_else(|| "chaos".into()),
+            nis_domain: set(domainname),
+            domain,
+            address: addresses.lan(),
+            dns,
+        }
+    }
+}
+
+/// The IPv4 name servers and the first search domain of a resolv.conf:
+/// what [`resolv_conf`] writes, read back.
+pub fn resolvers(text: &str) -> (Vec<Ipv4Addr>, Option<String>) {
+    let mut dns = Vec::new();
+    let mut domain = None;
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("nameserver"), Some(server)) => dns.extend(server.parse::<Ipv4Addr>().ok()),
+            (Some("search" | "domain"), Some(name)) if domain.is_none() => {
+                domain = Some(name.to_string());
+            }
+            _ => {}
+        }
+    }
+    (dns, domain)
 }
 
 /// A stable name for a node that was given none: the same PC gets the same
@@ -145,6 +194,50 @@ mod tests {
             resolv_conf(&id),
             "search lab.example\nnameserver 10.0.2.3\n"
         );
+    }
+
+    #[test]
+    fn resolv_conf_reads_back_what_it_was_written_from() {
+        let id = node();
+        let id = Identity {
+            domain: Some("lab.example".into()),
+            ..id
+        };
+        assert_eq!(
+            resolvers(&resolv_conf(&id)),
+            (id.dns.clone(), id.domain.clone())
+        );
+        assert_eq!(
+            resolvers("# by hand\nnameserver fe80::1\nnameserver 9.9.9.9\ndomain lab\n"),
+            (vec![Ipv4Addr::new(9, 9, 9, 9)], Some("lab".into()))
+        );
+    }
+
+    #[test]
+    fn a_hand_configured_node_is_read_back_as_it_was_set() {
+        use chaos_contract::addresses::Addresses;
+        let addresses = Addresses {
+            ipv4: vec![
+                ("lo".into(), Ipv4Addr::LOCALHOST),
+                ("eth0".into(), Ipv4Addr::new(192, 168, 1, 21)),
+            ],
+            macs: vec![("eth0".into(), [0x52, 0x54, 0, 0x12, 0x34, 0xab])],
+            default_route: Some("eth0".into()),
+        };
+        let id = Identity::configured(&addresses, "drone7\n", "(none)\n", "nameserver 1.1.1.1\n");
+        assert_eq!(
+            id,
+            Identity {
+                hostname: "drone7".into(),
+                nis_domain: None,
+                domain: None,
+                address: Some(Ipv4Addr::new(192, 168, 1, 21)),
+                dns: vec![Ipv4Addr::new(1, 1, 1, 1)],
+            }
+        );
+        let unnamed = Identity::configured(&addresses, "", "lab", "");
+        assert_eq!(unnamed.hostname, "node-5254001234ab");
+        assert_eq!(unnamed.nis_domain.as_deref(), Some("lab"));
     }
 
     #[test]

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use nix::sys::reboot::RebootMode;
 use nix::sys::signal::Signal;
 
-use crate::cmdline::WatchdogAction;
 use crate::liveness::{self, Liveness, Verdict, MAX_STRIKES};
 use crate::power::PowerButtons;
 use crate::signals::{self, Power, Signals};
 use crate::supervise::{signal_group, Supervisor};
 use crate::watchdog::Watchdog;
 use crate::{error, info, warn};
+use chaos_contract::cmdline::WatchdogAction;
 
 /// How long a service gets between SIGTERM and SIGKILL.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,12 +68,13 @@ impl Pid1 {
     pub fn supervise(&mut self) -> (Power, String) {
         loop {
             let now = Instant::now();
-            self.supervisor.start_due(now);
+            self.supervisor
+                .start_due(now, &|path| std::fs::read_to_string(path).ok());
             if let Some(request) = self.check_liveness(now) {
                 return request;
             }
             let deadline = [
-                self.supervisor.next_due(),
+                self.supervisor.next_due(now),
                 self.watched.as_ref().map(|w| w.next_check),
             ]
             .into_iter()

@@ -1,7 +1,7 @@
 //! PID 1's check that certaintyd is alive: a watchdog that hangs is as good
 //! as none, and an attacker's first move would be to stop it. certaintyd
 //! rewrites its status file at least once an interval (see
-//! [`crate::certainty::STATUS_FILE`]); a service that stays silent for
+//! [`chaos_contract::paths::CERTAINTYD_STATUS`]); a service that stays silent for
 //! three intervals is killed, so the supervisor restarts it, and a third
 //! silence, or a crash loop the supervisor gives up on, is a failure that
 //! PID 1 answers with the `chaos.watchdog=` policy.

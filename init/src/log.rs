@@ -21,9 +21,9 @@ pub enum Level {
     Debug = 7,
 }
 
-impl From<crate::cmdline::LogLevel> for Level {
-    fn from(level: crate::cmdline::LogLevel) -> Self {
-        use crate::cmdline::LogLevel;
+impl From<chaos_contract::cmdline::LogLevel> for Level {
+    fn from(level: chaos_contract::cmdline::LogLevel) -> Self {
+        use chaos_contract::cmdline::LogLevel;
         match level {
             LogLevel::Error => Level::Error,
             LogLevel::Warn => Level::Warn,

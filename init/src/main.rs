@@ -10,16 +10,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use chaos_init::certainty::STATUS_FILE;
-use chaos_init::cmdline::WatchdogAction;
-use chaos_init::cmdline::{self, Autoconf, Cmdline, IpConfig, Mode};
+use chaos_contract::cmdline::WatchdogAction;
+use chaos_contract::cmdline::{self, Autoconf, Cmdline, IpConfig, Mode};
+use chaos_contract::fact::{self, Fact};
+use chaos_contract::paths;
+use chaos_contract::service::Table;
 use chaos_init::dhcp::autoconf;
 use chaos_init::hosts::{self, Identity};
 use chaos_init::lifecycle::{self, Pid1, Watched};
 use chaos_init::liveness::Running;
 use chaos_init::net::{Link, Netlink};
 use chaos_init::power::PowerButtons;
-use chaos_init::service;
 use chaos_init::signals::{Power, Signals};
 use chaos_init::supervise::{Supervisor, BACKOFF};
 use chaos_init::sys::{Linux, System};
@@ -28,8 +29,6 @@ use chaos_init::{coldplug, debug, error, info, log, modules, mount, warn};
 
 /// The integrity watchdog's service name, as the image builder writes it.
 const CERTAINTYD: &str = "certaintyd";
-/// Where the services live in the image.
-const SERVICES: &str = "/etc/chaos/services";
 /// How long a static `ip=` without a device waits for a NIC with carrier.
 const CARRIER_WAIT: Duration = Duration::from_secs(5);
 /// How long the boot waits for a first DHCP lease before going on (the
@@ -49,6 +48,7 @@ static EXPERT: AtomicBool = AtomicBool::new(false);
 struct Boot {
     cmdline: Cmdline,
     identity: Identity,
+    table: Table,
     supervisor: Option<Supervisor>,
 }
 
@@ -86,6 +86,11 @@ const PHASES: &[Phase] = &[
         run: hosts_phase,
     },
     Phase {
+        name: "table",
+        fatal: true,
+        run: table_phase,
+    },
+    Phase {
         name: "services",
         fatal: false,
         run: services_phase,
@@ -93,6 +98,14 @@ const PHASES: &[Phase] = &[
 ];
 
 fn main() {
+    // The image links fix_hosts to init: the hosts phase, run by hand.
+    if chaos_init::invoked_as(chaos_init::fix_hosts::NAME) {
+        std::process::exit(chaos_init::fix_hosts::run());
+    }
+    // And the root's watchdog, which PID 1 starts as a service.
+    if chaos_init::invoked_as(chaos_init::certainty::command::NAME) {
+        std::process::exit(chaos_init::certainty::command::main().into());
+    }
     log::set_component("init");
     if std::process::id() != 1 {
         eprintln!(
@@ -145,6 +158,10 @@ fn run() -> anyhow::Result<std::convert::Infallible> {
         warn!("no power button found; ACPI power-off requests will be ignored");
     }
     info!("ready: {} as pid 1", boot.identity.hostname);
+    info!(
+        "{}",
+        Fact::new(fact::READY).with("host", &boot.identity.hostname)
+    );
     if boot.cmdline.chaos.mode == Mode::Expert {
         expert_shell();
     }
@@ -159,7 +176,7 @@ fn watched(cmdline: &Cmdline, supervisor: &Supervisor) -> Option<Watched> {
     (present && watchdog.action != WatchdogAction::Off).then(|| {
         Watched::new(
             CERTAINTYD,
-            STATUS_FILE.into(),
+            chaos_contract::paths::CERTAINTYD_STATUS.into(),
             watchdog.interval,
             watchdog.action,
         )
@@ -198,7 +215,7 @@ fn ms(since: Instant) -> u128 {
 fn mount_phase(_: &mut Boot) -> anyhow::Result<()> {
     mount::apply(&Linux, mount::MOUNTS)?;
     log::attach_kmsg().context("opening /dev/kmsg")?;
-    Linux.create_dir_all(Path::new("/run/chaos"), 0o755)?;
+    Linux.create_dir_all(Path::new(chaos_contract::paths::RUN), 0o755)?;
     Ok(())
 }
 
@@ -281,10 +298,10 @@ fn modules_phase(boot: &mut Boot) -> anyhow::Result<()> {
         return Ok(());
     }
     report_unmatched_nics();
-    let listed = match std::fs::read_to_string(mkimage::modules::MODULE_LIST) {
+    let listed = match std::fs::read_to_string(chaos_contract::paths::MODULE_LIST) {
         Ok(text) => text.split_whitespace().map(String::from).collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => bail!("reading {}: {e}", mkimage::modules::MODULE_LIST),
+        Err(e) => bail!("reading {}: {e}", chaos_contract::paths::MODULE_LIST),
     };
     // The image's own list (WireGuard, nftables, softdog) is for the
     // services, not for the network: it loads while the NICs come up, and
@@ -551,17 +568,77 @@ fn list(addresses: &[Ipv4Addr]) -> String {
 fn hosts_phase(boot: &mut Boot) -> anyhow::Result<()> {
     hosts::apply(&Linux, &boot.identity)?;
     info!("host name {}", boot.identity.hostname);
+    live_accounts()
+}
+
+/// The live passwd and group files start as the image's own accounts;
+/// tyd lays the cluster's over them once the node joins.
+fn live_accounts() -> anyhow::Result<()> {
+    for (image, live) in [
+        (paths::ACCOUNTS_PASSWD, paths::PASSWD),
+        (paths::ACCOUNTS_GROUP, paths::GROUP),
+    ] {
+        match std::fs::copy(image, live) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => bail!("copying {image} to {live}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Reads the service table. A broken service is named and left out, with
+/// what starts after it; the rest of the table runs. But an image that
+/// carries a manifest must run the watchdog that verifies it (unless
+/// `chaos.watchdog=off` says so): without it the node would run with its
+/// integrity unchecked, so that is fatal.
+fn table_phase(boot: &mut Boot) -> anyhow::Result<()> {
+    boot.table = Table::load(Path::new(paths::SERVICES));
+    for problem in &boot.table.problems {
+        error!("service {} left out: {problem}", problem.service);
+        info!(
+            "{}",
+            Fact::new(fact::SERVICE)
+                .with("name", &problem.service)
+                .with("state", "broken")
+                .with("why", &problem.what)
+        );
+    }
+    let wanted = boot.cmdline.chaos.watchdog.action != WatchdogAction::Off;
+    if wanted && Path::new(paths::MANIFEST).exists() {
+        integrity_watchdog_usable(&boot.table)?;
+    }
+    Ok(())
+}
+
+fn integrity_watchdog_usable(table: &Table) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(problem) = table.problems.iter().find(|p| p.service == CERTAINTYD) {
+        bail!("the integrity watchdog cannot run: {problem}");
+    }
+    let service = table
+        .services
+        .iter()
+        .find(|s| s.name == CERTAINTYD)
+        .with_context(|| {
+            format!(
+                "this image has a manifest but no {}/{CERTAINTYD}: its integrity would go unchecked",
+                paths::SERVICES
+            )
+        })?;
+    let exec = service.exec.display();
+    let meta = std::fs::metadata(&service.exec)
+        .with_context(|| format!("the integrity watchdog cannot run: {exec}"))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        bail!("the integrity watchdog cannot run: {exec} is not an executable file");
+    }
     Ok(())
 }
 
 fn services_phase(boot: &mut Boot) -> anyhow::Result<()> {
-    let (services, problems) = service::load_dir(Path::new(SERVICES));
-    for problem in &problems {
-        error!("{problem}");
-    }
-    let ordered = service::start_order(services)?;
-    let mut supervisor = Supervisor::new(ordered, BACKOFF);
-    supervisor.start_due(Instant::now());
+    let table = std::mem::take(&mut boot.table);
+    let mut supervisor = Supervisor::new(table.services, BACKOFF);
+    supervisor.start_due(Instant::now(), &|path| std::fs::read_to_string(path).ok());
     boot.supervisor = Some(supervisor);
     Ok(())
 }
@@ -570,7 +647,7 @@ fn services_phase(boot: &mut Boot) -> anyhow::Result<()> {
 /// (if the image has one); then, or otherwise, a countdown and a reboot.
 fn emergency(reason: &str) -> ! {
     error!("fatal: {reason}");
-    if EXPERT.load(Ordering::Relaxed) && Path::new("/bin/sh").exists() {
+    if expert() && Path::new("/bin/sh").exists() {
         error!("expert mode: emergency shell on the console; exit it to reboot");
         if let Err(e) = emergency_shell() {
             error!("emergency shell: {e:#}");
@@ -582,6 +659,15 @@ fn emergency(reason: &str) -> ! {
         std::thread::sleep(Duration::from_secs(1));
     }
     lifecycle::finish(Power::Reboot)
+}
+
+/// Whether the emergency path may offer a shell: the command line said
+/// expert mode, or, when the boot failed before its phase read it (a
+/// mount after /proc's failed), says so in /proc/cmdline.
+fn expert() -> bool {
+    EXPERT.load(Ordering::Relaxed)
+        || std::fs::read_to_string("/proc/cmdline")
+            .is_ok_and(|text| cmdline::parse(&text).chaos.mode == Mode::Expert)
 }
 
 /// `chaos.mode=expert`: the node is configured and supervised as usual,
@@ -602,16 +688,30 @@ fn emergency_shell() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// /bin/sh on PID 1's console, with the signals PID 1 blocks unblocked.
+/// /bin/sh on PID 1's console, with the signals PID 1 blocks unblocked,
+/// the console as its controlling terminal (so Ctrl-C stops a `ping`), and
+/// a prompt that names the node. Its home is /tmp: the root is guarded,
+/// and the shell keeps its history in its home.
 fn console_shell() -> anyhow::Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
     let mut shell = std::process::Command::new("/bin/sh");
-    // SAFETY: only an async-signal-safe mask change between fork and exec.
+    shell
+        .env("PATH", chaos_contract::paths::SEARCH_PATH)
+        .env("HOME", "/tmp")
+        .env("PS1", "\\h:\\w# ")
+        .current_dir("/tmp");
+    // SAFETY: only async-signal-safe calls (sigprocmask, setsid, ioctl)
+    // between fork and exec.
     unsafe {
         shell.pre_exec(|| {
             nix::sys::signal::SigSet::empty()
                 .thread_set_mask()
-                .map_err(std::io::Error::from)
+                .map_err(std::io::Error::from)?;
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            // Without a controlling terminal the shell still works, only
+            // without job control.
+            libc::ioctl(0, libc::TIOCSCTTY as _, 0);
+            Ok(())
         });
     }
     shell.spawn().context("starting /bin/sh")

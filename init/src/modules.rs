@@ -12,7 +12,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mkimage::modules::KERNEL_RELEASE;
 use mkimage::ModuleTree;
 use nix::kmod::{finit_module, ModuleInitFlags};
 
@@ -50,7 +49,7 @@ pub fn load(name: &str, path: &Path) -> Result<bool, ModuleError> {
 /// for a kernel with every driver built in, without). `root` is `/` on the
 /// node.
 pub fn image_dir(root: &Path, running: &str) -> Result<Option<PathBuf>, ModuleError> {
-    let record = root.join(KERNEL_RELEASE.trim_start_matches('/'));
+    let record = root.join(chaos_contract::paths::KERNEL_RELEASE.trim_start_matches('/'));
     let image = match std::fs::read_to_string(&record) {
         Ok(text) => text.trim().to_string(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -171,7 +170,9 @@ mod tests {
     fn root_with(release: Option<&str>) -> tempfile_free::Dir {
         let dir = tempfile_free::Dir::new();
         if let Some(release) = release {
-            let record = dir.0.join(KERNEL_RELEASE.trim_start_matches('/'));
+            let record = dir
+                .0
+                .join(chaos_contract::paths::KERNEL_RELEASE.trim_start_matches('/'));
             std::fs::create_dir_all(record.parent().unwrap()).unwrap();
             std::fs::write(record, format!("{release}\n")).unwrap();
         }

@@ -67,6 +67,25 @@ pub const MOUNTS: &[Mount] = &[
         flags: SAFE,
         data: "mode=1777",
     },
+    // What services keep at run time (Slurm's spool, munge's seed, logs):
+    // writable, and outside the root certaintyd guards.
+    Mount {
+        source: "tmpfs",
+        target: "/var",
+        fstype: "tmpfs",
+        flags: SAFE,
+        data: "mode=0755",
+    },
+    // root's home: a job submitted from it runs there on a drone and
+    // writes its output there, which on the guarded root would be a
+    // violation.
+    Mount {
+        source: "tmpfs",
+        target: "/root",
+        fstype: "tmpfs",
+        flags: SAFE,
+        data: "mode=0700",
+    },
     Mount {
         source: "cgroup2",
         target: "/sys/fs/cgroup",
@@ -127,6 +146,8 @@ mod tests {
                 "mount devpts /dev/pts devpts mode=0620,ptmxmode=0666",
                 "mount tmpfs /run tmpfs mode=0755",
                 "mount tmpfs /tmp tmpfs mode=1777",
+                "mount tmpfs /var tmpfs mode=0755",
+                "mount tmpfs /root tmpfs mode=0700",
                 "mount cgroup2 /sys/fs/cgroup cgroup2 ",
             ]
         );

@@ -12,26 +12,11 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-/// What the kernel and the administrator ask of PID 1 by signal. SIGINT is
-/// what the kernel sends on Ctrl-Alt-Del once that is handed to init.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Power {
-    Off,
-    Reboot,
-}
+pub use chaos_contract::power::Power;
 
-pub const REQUESTS: &[(Signal, Power)] = &[
-    (Signal::SIGTERM, Power::Off),
-    (Signal::SIGUSR2, Power::Off),
-    (Signal::SIGINT, Power::Reboot),
-    (Signal::SIGUSR1, Power::Reboot),
-];
-
+/// The request a signal makes of PID 1 ([`chaos_contract::power::REQUESTS`]).
 pub fn request_for(signal: Signal) -> Option<Power> {
-    REQUESTS
-        .iter()
-        .find(|(s, _)| *s == signal)
-        .map(|(_, power)| *power)
+    chaos_contract::power::request_for(signal as libc::c_int)
 }
 
 #[derive(Debug)]
@@ -46,8 +31,8 @@ impl Signals {
     pub fn take_over() -> nix::Result<Self> {
         let mut set = SigSet::empty();
         set.add(Signal::SIGCHLD);
-        for (signal, _) in REQUESTS {
-            set.add(*signal);
+        for (number, _) in chaos_contract::power::REQUESTS {
+            set.add(Signal::try_from(*number)?);
         }
         set.thread_block()?;
         let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
@@ -139,18 +124,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn requests_map_as_pid1_rules_say() {
-        let table = [
-            (Signal::SIGTERM, Some(Power::Off)),
-            (Signal::SIGUSR2, Some(Power::Off)),
-            (Signal::SIGINT, Some(Power::Reboot)),
-            (Signal::SIGUSR1, Some(Power::Reboot)),
-            (Signal::SIGCHLD, None),
-            (Signal::SIGHUP, None),
-        ];
-        for (signal, power) in table {
-            assert_eq!(request_for(signal), power, "{signal}");
-        }
+    fn requests_are_read_from_nix_signals() {
+        assert_eq!(request_for(Signal::SIGUSR2), Some(Power::Off));
+        assert_eq!(request_for(Signal::SIGINT), Some(Power::Reboot));
+        assert_eq!(request_for(Signal::SIGCHLD), None);
     }
 
     #[test]

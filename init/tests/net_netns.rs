@@ -9,7 +9,7 @@ use std::io;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use chaos_init::net::{Error, Link, Netlink};
+use chaos_init::net::{Link, Netlink};
 
 const VETH: &str = "chaos-veth0";
 const PEER: &str = "chaos-veth1";
@@ -200,7 +200,7 @@ fn errors_name_the_operation_and_the_object() {
         let error = netlink
             .add_address(999_999, "192.168.77.9".parse().unwrap(), 24)
             .unwrap_err();
-        assert!(matches!(error, Error::Kernel { .. }), "{error:?}");
+        assert!(error.errno().is_some(), "{error:?}");
         assert_eq!(
             error.to_string(),
             "adding 192.168.77.9/24 to link #999999: No such device (os error 19)"
@@ -217,7 +217,7 @@ fn errors_name_the_operation_and_the_object() {
         let error = netlink
             .replace_default_route("192.168.78.1".parse().unwrap(), Some(veth))
             .unwrap_err();
-        assert!(matches!(error, Error::Kernel { .. }), "{error:?}");
+        assert!(error.errno().is_some(), "{error:?}");
         let message = error.to_string();
         assert!(
             message.starts_with(&format!(

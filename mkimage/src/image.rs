@@ -1,26 +1,52 @@
-//! Writing a [`Spec`] as a reproducible, gzip-compressed newc cpio archive:
-//! the initramfs format the kernel unpacks into its RAM root.
+//! Writing a [`Spec`] as a reproducible initramfs: a sequence of
+//! gzip-compressed newc cpio archives, which the kernel unpacks one after
+//! another into the same RAM root, as if they were one archive. Each
+//! compressed member holds one whole archive, trailer included, because
+//! the kernel insists that a compressed member ends where an archive does.
+//!
+//! The entries are split into members by a rule that looks at nothing but
+//! the entries themselves ([`split`]): a file of at least [`MEMBER_ALONE`]
+//! bytes is a member of its own, and runs of smaller entries share one up
+//! to [`MEMBER_RUN`] bytes. So a changed file changes only its own member,
+//! the members are compressed on every core at once, and with a
+//! [`MemberCache`] a member compressed by an earlier build is taken as it
+//! was. Splitting costs about 0.1% of the size of an image with modules.
 //!
 //! Reproducibility is by construction: the same spec, host file contents and
-//! mtime give the same bytes. Entries go out in the spec's sorted order with
-//! sequential inode numbers, one caller-chosen mtime (`SOURCE_DATE_EPOCH` or
-//! 0), dev numbers 0, nlink 2 for directories and 1 otherwise; the gzip
-//! header carries no name and mtime 0, and the compression level is fixed.
-//! Headers are encoded by the `cpio` crate, which lets us set every field.
-//! This module never decides what goes into an image.
+//! mtime give the same bytes, whichever members came from the cache (its
+//! keys include the compressor, see [`crate::cache`]). Entries go out in
+//! the spec's sorted order, so every directory precedes its contents in
+//! the sequence; inode numbers are sequential from [`FIRST_INO`] within
+//! each member (the kernel reads them only to find hard links, within one
+//! archive, and only for files with nlink > 1, which are never written);
+//! one caller-chosen mtime (`SOURCE_DATE_EPOCH` or 0), dev numbers 0,
+//! nlink 2 for directories and 1 otherwise; gzip headers carry no name and
+//! mtime 0, and the compression level is fixed. Headers are encoded by the
+//! `cpio` crate, which lets us set every field. This module never decides
+//! what goes into an image.
 
 use std::borrow::Cow;
 use std::io::{self, Write};
+use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cpio::NewcBuilder;
-use flate2::{Compression, GzBuilder};
 
-use crate::spec::{Content, Kind, Spec};
+use crate::cache::{self, CacheError, MemberCache, CACHE_LIMIT};
+use crate::spec::{Content, Entry, Kind, Spec};
 
-/// Inode number of the first entry; the rest follow sequentially. Same start
-/// as the kernel's gen_init_cpio, so archives compare easily with its output.
+/// Inode number of the first entry of each member; the rest follow
+/// sequentially. Same start as the kernel's gen_init_cpio, so archives
+/// compare easily with its output.
 pub const FIRST_INO: u32 = 721;
+
+/// A file this large is a member of its own: large files are what changes
+/// between builds (the node's binaries) and what is worth compressing on
+/// its own core.
+pub const MEMBER_ALONE: usize = 256 * 1024;
+/// Smaller entries share a member up to this many bytes of data.
+pub const MEMBER_RUN: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -36,62 +62,219 @@ pub enum WriteError {
     TooLarge { path: String, size: usize },
     #[error("writing the archive: {0}")]
     Write(#[from] io::Error),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+/// What a write did, for callers that report it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Compressed members (each one archive) in the image.
+    pub members: usize,
+    /// How many of them this write compressed; the rest came from the cache.
+    pub compressed: usize,
+}
+
+/// One entry with its data, read and ready to encode.
+struct Item<'s> {
+    name: &'s str,
+    entry: &'s Entry,
+    data: Cow<'s, [u8]>,
 }
 
 impl Spec {
-    /// Writes the image to `out` as a gzip-compressed newc archive with
-    /// every entry's mtime set to `mtime`, and returns `out`.
+    /// Writes the image to `out` with every entry's mtime set to `mtime`,
+    /// and returns `out`.
     pub fn write<W: Write>(&self, out: W, mtime: u64) -> Result<W, WriteError> {
-        // GzBuilder writes no file name and a fixed OS byte; the header
-        // mtime is set explicitly because it is part of the output bytes.
-        // Level 6, not 9: on an image with kernel modules 9 takes twice as
-        // long for about 1% less.
-        let gz = GzBuilder::new().mtime(0).write(out, Compression::default());
-        Ok(self.write_newc(gz, mtime)?.finish()?)
+        Ok(self.write_with(out, mtime, None)?.0)
     }
 
-    /// The uncompressed archive; `write` is this plus gzip.
-    fn write_newc<W: Write>(&self, mut out: W, mtime: u64) -> Result<W, WriteError> {
+    /// [`Spec::write`], taking members from `cache` when an earlier build
+    /// compressed the same bytes and storing the ones it compresses.
+    pub fn write_with<W: Write>(
+        &self,
+        mut out: W,
+        mtime: u64,
+        cache: Option<&MemberCache>,
+    ) -> Result<(W, WriteStats), WriteError> {
         let mtime = u32::try_from(mtime).map_err(|_| WriteError::Mtime(mtime))?;
-        for ((name, entry), ino) in self.iter().zip(FIRST_INO..) {
-            let data: Cow<[u8]> = match &entry.kind {
-                Kind::File(Content::Bytes(bytes)) => Cow::Borrowed(bytes),
-                Kind::File(Content::Host(host)) => {
-                    Cow::Owned(std::fs::read(host).map_err(|source| WriteError::Read {
-                        path: name.into(),
-                        host: host.clone(),
-                        source,
-                    })?)
-                }
-                // Without a trailing NUL, as GNU cpio writes symlinks.
-                Kind::Symlink(target) => Cow::Borrowed(target.as_bytes()),
-                Kind::Dir | Kind::CharDev { .. } | Kind::BlockDev { .. } => Cow::Borrowed(&[]),
-            };
-            let size = u32::try_from(data.len()).map_err(|_| WriteError::TooLarge {
-                path: name.into(),
-                size: data.len(),
-            })?;
-            let (rdev_major, rdev_minor) = match entry.kind {
-                Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => (major, minor),
-                _ => (0, 0),
-            };
-            let mut writer = NewcBuilder::new(name)
-                .ino(ino)
-                .mode(entry.kind.file_type().bits() | entry.mode)
-                .uid(entry.uid)
-                .gid(entry.gid)
-                .nlink(if entry.kind == Kind::Dir { 2 } else { 1 })
-                .mtime(mtime)
-                .dev_major(0)
-                .dev_minor(0)
-                .rdev_major(rdev_major)
-                .rdev_minor(rdev_minor)
-                .write(out, size);
-            writer.write_all(&data)?;
-            out = writer.finish()?;
+        let items = self.items()?;
+        let sizes: Vec<usize> = items.iter().map(|item| item.data.len()).collect();
+        let members = split(&sizes);
+        let compressed = compress_all(&items, &members, mtime, cache)?;
+        let mut stats = WriteStats {
+            members: members.len(),
+            compressed: 0,
+        };
+        for (bytes, fresh) in compressed {
+            out.write_all(&bytes)?;
+            stats.compressed += usize::from(fresh);
         }
-        Ok(cpio::newc::trailer(out)?)
+        if let Some(cache) = cache {
+            cache.trim(CACHE_LIMIT)?;
+        }
+        Ok((out, stats))
     }
+
+    /// Every entry with its data, host files read.
+    fn items(&self) -> Result<Vec<Item<'_>>, WriteError> {
+        self.iter()
+            .map(|(name, entry)| {
+                let data: Cow<[u8]> = match &entry.kind {
+                    Kind::File(Content::Bytes(bytes)) => Cow::Borrowed(bytes),
+                    Kind::File(Content::Host(host)) => {
+                        Cow::Owned(std::fs::read(host).map_err(|source| WriteError::Read {
+                            path: name.into(),
+                            host: host.clone(),
+                            source,
+                        })?)
+                    }
+                    // Without a trailing NUL, as GNU cpio writes symlinks.
+                    Kind::Symlink(target) => Cow::Borrowed(target.as_bytes()),
+                    Kind::Dir | Kind::CharDev { .. } | Kind::BlockDev { .. } => Cow::Borrowed(&[]),
+                };
+                if u32::try_from(data.len()).is_err() {
+                    return Err(WriteError::TooLarge {
+                        path: name.into(),
+                        size: data.len(),
+                    });
+                }
+                Ok(Item { name, entry, data })
+            })
+            .collect()
+    }
+
+    /// The uncompressed image as one archive, for tests of the encoding.
+    #[cfg(test)]
+    fn write_newc(&self, mtime: u32) -> Result<Vec<u8>, WriteError> {
+        Ok(newc(&self.items()?, mtime)?)
+    }
+}
+
+/// The members of an image whose entries have `sizes` bytes of data, in
+/// order, as ranges of entry indices: a file of [`MEMBER_ALONE`] bytes or
+/// more alone, smaller entries together until the next would take the run
+/// past [`MEMBER_RUN`]. No entries make one member, a trailer alone.
+// One member spanning no entries, not a vector of the range's indices.
+#[allow(clippy::single_range_in_vec_init)]
+pub fn split(sizes: &[usize]) -> Vec<Range<usize>> {
+    if sizes.is_empty() {
+        return vec![0..0];
+    }
+    let mut members: Vec<Range<usize>> = Vec::new();
+    let mut run = 0;
+    for (index, &size) in sizes.iter().enumerate() {
+        let alone = size >= MEMBER_ALONE;
+        match members.last_mut() {
+            Some(last) if !alone && run > 0 && run + size <= MEMBER_RUN => {
+                last.end = index + 1;
+                run += size;
+            }
+            _ => {
+                members.push(index..index + 1);
+                // A member that holds a large file takes nothing more; an
+                // empty entry still opens a run (hence at least 1).
+                run = if alone { 0 } else { size.max(1) };
+            }
+        }
+    }
+    members
+}
+
+/// Each member compressed (or taken from `cache`), in order, with whether
+/// this call compressed it. The largest members are handed out first, so
+/// the cores finish at about the same time.
+fn compress_all(
+    items: &[Item],
+    members: &[Range<usize>],
+    mtime: u32,
+    cache: Option<&MemberCache>,
+) -> Result<Vec<(Vec<u8>, bool)>, WriteError> {
+    let size = |member: &Range<usize>| -> usize {
+        items[member.clone()]
+            .iter()
+            .map(|item| item.data.len())
+            .sum()
+    };
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    order.sort_by_key(|&index| std::cmp::Reverse(size(&members[index])));
+    let next = AtomicUsize::new(0);
+    let work = || -> Result<Vec<(usize, Vec<u8>, bool)>, WriteError> {
+        let mut done = Vec::new();
+        while let Some(&index) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let plain = newc(&items[members[index].clone()], mtime)?;
+            let (bytes, fresh) = match cache {
+                None => (cache::compress(&plain)?, true),
+                Some(cache) => {
+                    let key = MemberCache::key(&plain);
+                    match cache.get(&key) {
+                        Some(bytes) => (bytes, false),
+                        None => {
+                            let bytes = cache::compress(&plain)?;
+                            cache.put(&key, &bytes)?;
+                            (bytes, true)
+                        }
+                    }
+                }
+            };
+            done.push((index, bytes, fresh));
+        }
+        Ok(done)
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(members.len())
+        .max(1);
+    let finished: Vec<_> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads).map(|_| scope.spawn(work)).collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut all = Vec::with_capacity(members.len());
+    for done in finished {
+        all.extend(done?);
+    }
+    all.sort_by_key(|(index, ..)| *index);
+    Ok(all
+        .into_iter()
+        .map(|(_, bytes, fresh)| (bytes, fresh))
+        .collect())
+}
+
+/// `items` as one uncompressed newc archive, trailer included.
+fn newc(items: &[Item], mtime: u32) -> io::Result<Vec<u8>> {
+    let size: usize = items.iter().map(|item| item.data.len() + 256).sum();
+    let mut out = Vec::with_capacity(size);
+    for (item, ino) in items.iter().zip(FIRST_INO..) {
+        let entry = item.entry;
+        let (rdev_major, rdev_minor) = match entry.kind {
+            Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => (major, minor),
+            _ => (0, 0),
+        };
+        // `items` checked that every size fits.
+        let size = item.data.len() as u32;
+        let mut writer = NewcBuilder::new(item.name)
+            .ino(ino)
+            .mode(entry.kind.file_type().bits() | entry.mode)
+            .uid(entry.uid)
+            .gid(entry.gid)
+            .nlink(if entry.kind == Kind::Dir { 2 } else { 1 })
+            .mtime(mtime)
+            .dev_major(0)
+            .dev_minor(0)
+            .rdev_major(rdev_major)
+            .rdev_minor(rdev_minor)
+            .write(out, size);
+        writer.write_all(&item.data)?;
+        out = writer.finish()?;
+    }
+    cpio::newc::trailer(out)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +343,7 @@ mod tests {
             .unwrap()
             .owner("/dev/console", 7, 8)
             .unwrap();
-        let archive = spec.write_newc(Vec::new(), 0x1234_5678).unwrap();
+        let archive = spec.write_newc(0x1234_5678).unwrap();
         let got = entries(&archive);
         let names: Vec<&str> = got.iter().map(|e| e.1).collect();
         assert_eq!(
@@ -199,7 +382,7 @@ mod tests {
             spec.file(name, 0o644, vec![b'x'; i + 1]).unwrap();
         }
         spec.file("/e", 0o644, "").unwrap();
-        let archive = spec.write_newc(Vec::new(), 0).unwrap();
+        let archive = spec.write_newc(0).unwrap();
         assert_eq!(archive.len() % 4, 0);
         let got = entries(&archive);
         let sizes: Vec<usize> = got.iter().map(|e| e.2.len()).collect();
@@ -207,11 +390,102 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init)]
+    fn split_puts_large_files_alone_and_bounds_runs() {
+        // Four runs of `small` are 4 bytes short of MEMBER_RUN.
+        let (alone, small) = (MEMBER_ALONE, MEMBER_ALONE - 1);
+        assert_eq!(4 * small + 4, MEMBER_RUN);
+        let cases: [(&[usize], &[Range<usize>]); 5] = [
+            (&[], &[0..0]),
+            (&[0, 0, 10], &[0..3]),
+            (&[small, small, small, small, 4, 1], &[0..5, 5..6]),
+            (&[alone, alone + 1, 3], &[0..1, 1..2, 2..3]),
+            (
+                &[0, 10, alone, 5, small, small, small, small, 1],
+                &[0..2, 2..3, 3..7, 7..9],
+            ),
+        ];
+        for (sizes, want) in cases {
+            assert_eq!(split(sizes), want, "{sizes:?}");
+        }
+    }
+
+    /// Three large host files in `dir` and some small entries: four members.
+    fn large_files(dir: &std::path::Path) -> Spec {
+        let mut spec = Spec::new();
+        for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+            let host = dir.join(name);
+            let bytes: Vec<u8> = (0..MEMBER_ALONE + i).map(|n| (n * 7 / 5) as u8).collect();
+            std::fs::write(&host, bytes).unwrap();
+            spec.file_from(&format!("/lib/{name}"), 0o644, host)
+                .unwrap();
+        }
+        spec.file("/etc/motd", 0o644, "hello\n").unwrap();
+        spec.symlink("/sbin", "bin").unwrap();
+        spec
+    }
+
+    #[test]
+    fn a_warm_cache_gives_the_cold_bytes_and_compresses_only_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = MemberCache::open(dir.path().join("cache")).unwrap();
+        let spec = large_files(dir.path());
+        let uncached = spec.write(Vec::new(), 7).unwrap();
+        let write = |spec: &Spec| spec.write_with(Vec::new(), 7, Some(&cache)).unwrap();
+        let (cold, stats) = write(&spec);
+        assert_eq!(
+            stats,
+            WriteStats {
+                members: 5,
+                compressed: 5
+            }
+        );
+        let (warm, stats) = write(&spec);
+        assert_eq!(
+            stats,
+            WriteStats {
+                members: 5,
+                compressed: 0
+            }
+        );
+        assert!(
+            cold == uncached && warm == uncached,
+            "the cache changed the bytes"
+        );
+
+        // One changed file: its member alone is compressed again.
+        let mut b = std::fs::read(dir.path().join("b")).unwrap();
+        b[100] ^= 1;
+        std::fs::write(dir.path().join("b"), b).unwrap();
+        let (changed, stats) = write(&spec);
+        assert_eq!(
+            stats,
+            WriteStats {
+                members: 5,
+                compressed: 1
+            }
+        );
+        assert!(changed == spec.write(Vec::new(), 7).unwrap());
+        assert!(changed != uncached);
+
+        // Damaged entries are compressed again, to the same bytes.
+        for item in std::fs::read_dir(cache.dir()).unwrap() {
+            let path = item.unwrap().path();
+            let mut stored = std::fs::read(&path).unwrap();
+            stored[40] ^= 1;
+            std::fs::write(&path, stored).unwrap();
+        }
+        let (repaired, stats) = write(&spec);
+        assert_eq!(stats.compressed, 5);
+        assert!(repaired == changed);
+    }
+
+    #[test]
     fn gzip_header_is_fixed() {
         let archive = Spec::new().write(Vec::new(), 0).unwrap();
-        // magic, deflate, no flags (no name), mtime 0, default-level XFL,
-        // OS byte.
-        assert_eq!(archive[..10], [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
+        // magic, deflate, no flags (no name), mtime 0, XFL of the best
+        // compression, OS byte.
+        assert_eq!(archive[..10], [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 255]);
     }
 
     #[test]

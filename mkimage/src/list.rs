@@ -1,18 +1,20 @@
-//! Reading a newc cpio archive back (gzip-compressed or plain) into a list
-//! of entries, for `mkimage list` and for tests.
+//! Reading an image back (gzip-compressed or plain) into a list of entries,
+//! for `mkimage list` and for tests. An image is a sequence of newc cpio
+//! archives, each ending with its `TRAILER!!!` entry, in one or more gzip
+//! members; like the kernel, the reader takes the sequence as one archive.
 //!
 //! The reader treats its input as untrusted: every malformation is a
 //! [`ListError`] naming what was wrong and its byte offset in the
 //! uncompressed archive, never a panic, and no allocation is sized from a
 //! header before the bytes have arrived. It parses headers itself rather
 //! than through the `cpio` crate's reader, whose errors carry neither the
-//! offset nor the field. It reads up to the first `TRAILER!!!` entry and
-//! ignores anything after it.
+//! offset nor the field. The input ends after a trailer; anything else
+//! there must be the next archive.
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
 
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 
 use crate::mode::{ls_string, FileType};
 
@@ -74,26 +76,58 @@ pub enum ListError {
     Name { offset: u64, reason: &'static str },
 }
 
-/// Lists the entries of a newc archive, excluding the trailer.
+/// Lists the entries of an image, excluding the trailers.
 pub fn list(reader: impl Read) -> Result<Vec<ListedEntry>, ListError> {
+    Ok(read_entries(Counted::new(uncompressed(reader)?))?.0)
+}
+
+/// The archives of an image, each uncompressed and whole, in order: the
+/// input for a reader that stops at the first trailer, as GNU cpio does.
+pub fn archives(reader: impl Read) -> Result<Vec<Vec<u8>>, ListError> {
+    let mut plain = Vec::new();
+    uncompressed(reader)?
+        .read_to_end(&mut plain)
+        .map_err(|source| ListError::Read {
+            offset: plain.len() as u64,
+            source,
+        })?;
+    let (_, ends) = read_entries(Counted::new(plain.as_slice()))?;
+    let mut start = 0;
+    Ok(ends
+        .into_iter()
+        .map(|end| {
+            let end = end as usize;
+            let archive = plain[start..end].to_vec();
+            start = end;
+            archive
+        })
+        .collect())
+}
+
+/// The image's bytes, through every gzip member if it is compressed.
+fn uncompressed<'r>(reader: impl Read + 'r) -> Result<Box<dyn Read + 'r>, ListError> {
     let mut buffered = BufReader::new(reader);
     let start = buffered
         .fill_buf()
         .map_err(|source| ListError::Read { offset: 0, source })?;
-    if start.starts_with(&GZIP_MAGIC) {
-        read_entries(Counted::new(GzDecoder::new(buffered)))
+    Ok(if start.starts_with(&GZIP_MAGIC) {
+        Box::new(MultiGzDecoder::new(buffered))
     } else {
-        read_entries(Counted::new(buffered))
-    }
+        Box::new(buffered)
+    })
 }
 
-fn read_entries(mut input: Counted<impl Read>) -> Result<Vec<ListedEntry>, ListError> {
+/// The entries of every archive in `input`, and the offset where each
+/// archive ends (after its trailer's padding).
+fn read_entries(mut input: Counted<impl Read>) -> Result<(Vec<ListedEntry>, Vec<u64>), ListError> {
     let mut entries = Vec::new();
+    let mut ends = Vec::new();
     loop {
         let at = input.offset;
         let mut header = [0u8; HEADER_LEN];
         match input.read_full(&mut header)? {
             HEADER_LEN => {}
+            0 if ends.last() == Some(&at) => return Ok((entries, ends)),
             0 => {
                 return Err(ListError::Truncated {
                     offset: at,
@@ -147,7 +181,8 @@ fn read_entries(mut input: Counted<impl Read>) -> Result<Vec<ListedEntry>, ListE
         };
         input.skip_padding()?;
         if name == TRAILER {
-            return Ok(entries);
+            ends.push(input.offset);
+            continue;
         }
 
         let link_target = if FileType::from_mode(mode) == Some(FileType::Symlink) {
@@ -314,7 +349,9 @@ mod tests {
     fn plain(spec: &Spec) -> Vec<u8> {
         let gz = spec.write(Vec::new(), 0).unwrap();
         let mut out = Vec::new();
-        GzDecoder::new(gz.as_slice()).read_to_end(&mut out).unwrap();
+        MultiGzDecoder::new(gz.as_slice())
+            .read_to_end(&mut out)
+            .unwrap();
         out
     }
 
@@ -379,6 +416,60 @@ mod tests {
             err,
             "archive truncated at byte 150: expected file data (100 bytes from byte 112)"
         );
+    }
+
+    /// An image of two members, split at /etc by a 256 KiB file.
+    fn two_members() -> Spec {
+        let mut spec = sample();
+        spec.file("/big", 0o644, vec![1u8; crate::image::MEMBER_ALONE])
+            .unwrap();
+        spec
+    }
+
+    #[test]
+    fn a_sequence_of_archives_lists_as_one() {
+        let spec = two_members();
+        let gz = spec.write(Vec::new(), 0).unwrap();
+        let parts = archives(gz.as_slice()).unwrap();
+        // "big" sorts first and is alone; the rest share the second.
+        assert_eq!(parts.len(), 2);
+        let listed = |bytes: &[u8]| -> Vec<String> {
+            list(bytes)
+                .unwrap()
+                .iter()
+                .map(|e| e.name.clone())
+                .collect()
+        };
+        assert_eq!(listed(&parts[0]), ["big"]);
+        assert_eq!(
+            listed(&parts[1]),
+            ["dev", "dev/console", "etc", "etc/motd", "root", "sbin"]
+        );
+        assert_eq!(listed(&gz), [listed(&parts[0]), listed(&parts[1])].concat());
+        assert_eq!(listed(&parts.concat()), listed(&gz));
+    }
+
+    #[test]
+    fn damage_after_a_trailer_is_named() {
+        let plain = plain(&two_members());
+        let first_end = archives(plain.as_slice()).unwrap()[0].len();
+        let mut junk = plain[..first_end].to_vec();
+        junk.extend_from_slice(b"070707");
+        junk.resize(first_end + 200, b'.');
+        let err = list(junk.as_slice()).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("bad magic at byte {first_end}:")),
+            "{err}"
+        );
+        let err = list(&plain[..first_end + 50]).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("archive truncated at byte {}", first_end + 50)),
+            "{err}"
+        );
+        // Gzip garbage after the last member is not silently dropped.
+        let mut gz = two_members().write(Vec::new(), 0).unwrap();
+        gz.extend_from_slice(b"not gzip");
+        assert!(list(gz.as_slice()).is_err());
     }
 
     #[test]

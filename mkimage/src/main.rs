@@ -24,8 +24,12 @@ enum Command {
 }
 
 /// Build a reproducible image from a spec file in the kernel's gen_init_cpio
-/// format (file, dir, nod, slink lines); every mtime is SOURCE_DATE_EPOCH,
-/// or 0 when it is unset.
+/// format (file, dir, nod, slink lines), plus `binary PATH` lines: the host
+/// program or library at PATH with its loader, libraries and symlinks,
+/// found in its ELF headers; every mtime is SOURCE_DATE_EPOCH, or 0 when
+/// it is unset. The image is a sequence of gzip members, one archive each,
+/// compressed on every core; with --cache, members an earlier build
+/// compressed are reused (the bytes are the same either way).
 #[derive(FromArgs)]
 #[argh(subcommand, name = "build")]
 struct Build {
@@ -35,6 +39,10 @@ struct Build {
     /// where to write the image (.cpio.gz)
     #[argh(option, short = 'o')]
     output: PathBuf,
+    /// a directory keeping compressed members between builds, keyed by
+    /// content (made if missing; the least recently used go beyond 256 MiB)
+    #[argh(option)]
+    cache: Option<PathBuf>,
 }
 
 /// Print an image's entries one per line, like `ls -l`: mode, uid, gid,
@@ -58,12 +66,17 @@ fn main() -> Result<()> {
 fn run_build(build: &Build) -> Result<()> {
     let mtime = mkimage::source_date_epoch(std::env::var_os("SOURCE_DATE_EPOCH"))?;
     let spec = mkimage::specfile::parse_file(&build.spec)?;
+    let cache = build
+        .cache
+        .as_deref()
+        .map(mkimage::MemberCache::open)
+        .transpose()?;
     // Write beside the target and rename, so a failed build never leaves a
     // truncated image where a bootable one is expected.
     let mut partial = build.output.clone().into_os_string();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
-    let written = write_image(&spec, &partial, mtime).and_then(|()| {
+    let written = write_image(&spec, &partial, mtime, cache.as_ref()).and_then(|()| {
         std::fs::rename(&partial, &build.output).with_context(|| {
             format!(
                 "renaming {} to {}",
@@ -85,9 +98,14 @@ fn run_build(build: &Build) -> Result<()> {
     })
 }
 
-fn write_image(spec: &mkimage::Spec, path: &Path, mtime: u64) -> Result<()> {
+fn write_image(
+    spec: &mkimage::Spec,
+    path: &Path,
+    mtime: u64,
+    cache: Option<&mkimage::MemberCache>,
+) -> Result<()> {
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let file = spec.write(BufWriter::new(file), mtime)?;
+    let (file, _) = spec.write_with(BufWriter::new(file), mtime, cache)?;
     file.into_inner()
         .map_err(|e| e.into_error())
         .and_then(|file| file.sync_all())

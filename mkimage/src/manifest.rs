@@ -24,7 +24,7 @@
 //! so a manifest's [`Digest`] (SHA-256 of its text) names its content.
 //!
 //! The manifest cannot list itself: its own hash would be part of its text.
-//! [`embed`] stores it at [`MANIFEST_PATH`] and leaves that path out of the
+//! [`embed`] stores it at [`chaos_contract::paths::MANIFEST`] and leaves that path out of the
 //! list; the entry is implied instead ([`manifest_entry`]): a root-owned
 //! `0444` regular file whose SHA-256 is the manifest digest, which the kernel
 //! command line (`chaos.root_digest=`) pins. So the one hash outside the list
@@ -40,6 +40,7 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use chaos_contract::paths::MANIFEST;
 use sha2::{Digest as _, Sha256};
 
 use crate::mode::FileType;
@@ -47,8 +48,6 @@ use crate::spec::{self, Content, Spec, SpecError};
 
 /// The first line of every manifest; the number is the format version.
 pub const HEADER: &str = "chaos-manifest 1";
-/// Where [`embed`] puts the manifest in the image.
-pub const MANIFEST_PATH: &str = "/etc/chaos/manifest";
 /// Read-only for everyone: nothing on the node has a reason to change it.
 pub const MANIFEST_MODE: u32 = 0o444;
 
@@ -205,7 +204,7 @@ pub enum ManifestError {
         host: PathBuf,
         source: io::Error,
     },
-    #[error("{MANIFEST_PATH} is already in the image; the manifest goes there")]
+    #[error("{MANIFEST} is already in the image; the manifest goes there")]
     Occupied,
     #[error(transparent)]
     Spec(#[from] SpecError),
@@ -221,13 +220,13 @@ pub struct ParseError {
 
 impl Manifest {
     /// The manifest of the image `spec` describes, reading host files as the
-    /// image writer does. [`MANIFEST_PATH`] is left out (see the module
+    /// image writer does. [`chaos_contract::paths::MANIFEST`] is left out (see the module
     /// docs), so a spec with its manifest embedded gives the same manifest.
     pub fn from_spec(spec: &Spec) -> Result<Self, ManifestError> {
         let mut entries = Vec::new();
         for (name, entry) in spec.iter() {
             let path = format!("/{name}");
-            if path == MANIFEST_PATH {
+            if path == chaos_contract::paths::MANIFEST {
                 continue;
             }
             let kind = match &entry.kind {
@@ -352,10 +351,10 @@ impl Manifest {
                     ));
                 }
             }
-            if entry.path == MANIFEST_PATH {
+            if entry.path == chaos_contract::paths::MANIFEST {
                 return Err(fail(
                     n,
-                    format!("{MANIFEST_PATH} is the manifest itself, which never lists itself"),
+                    format!("{MANIFEST} is the manifest itself, which never lists itself"),
                 ));
             }
             if let Some((parent, _)) = entry.path.rsplit_once('/') {
@@ -547,11 +546,11 @@ fn hex_upper(c: u8) -> Option<u8> {
     }
 }
 
-/// The entry the manifest stands for at [`MANIFEST_PATH`] but never lists:
+/// The entry the manifest stands for at [`chaos_contract::paths::MANIFEST`] but never lists:
 /// `text` is the manifest file's content, whose hash is its digest.
 pub fn manifest_entry(text: &[u8]) -> Entry {
     Entry {
-        path: MANIFEST_PATH.into(),
+        path: chaos_contract::paths::MANIFEST.into(),
         kind: Kind::File {
             size: text.len() as u64,
             sha256: Digest::of(text),
@@ -562,17 +561,17 @@ pub fn manifest_entry(text: &[u8]) -> Entry {
     }
 }
 
-/// Adds the manifest of `spec` to it at [`MANIFEST_PATH`] and returns the
+/// Adds the manifest of `spec` to it at [`chaos_contract::paths::MANIFEST`] and returns the
 /// manifest (its [`Manifest::digest`] is what to print and pin). Missing
 /// parents are added first, as plain `0755` directories, so they are listed.
 pub fn embed(spec: &mut Spec) -> Result<Manifest, ManifestError> {
-    if spec.get(MANIFEST_PATH).is_some() {
+    if spec.get(chaos_contract::paths::MANIFEST).is_some() {
         return Err(ManifestError::Occupied);
     }
-    let parents: Vec<&str> = MANIFEST_PATH
+    let parents: Vec<&str> = chaos_contract::paths::MANIFEST
         .match_indices('/')
         .skip(1)
-        .map(|(i, _)| &MANIFEST_PATH[..i])
+        .map(|(i, _)| &chaos_contract::paths::MANIFEST[..i])
         .collect();
     for parent in parents {
         if spec.get(parent).is_none() {
@@ -580,7 +579,11 @@ pub fn embed(spec: &mut Spec) -> Result<Manifest, ManifestError> {
         }
     }
     let manifest = Manifest::from_spec(spec)?;
-    spec.file(MANIFEST_PATH, MANIFEST_MODE, manifest.render())?;
+    spec.file(
+        chaos_contract::paths::MANIFEST,
+        MANIFEST_MODE,
+        manifest.render(),
+    )?;
     Ok(manifest)
 }
 
@@ -718,7 +721,7 @@ mod tests {
         let manifest = embed(&mut spec).unwrap();
         let paths: Vec<&str> = manifest.entries().iter().map(|e| &e.path[..]).collect();
         assert_eq!(paths, ["/etc", "/etc/chaos", "/init"]);
-        let stored = spec.get(MANIFEST_PATH).unwrap();
+        let stored = spec.get(chaos_contract::paths::MANIFEST).unwrap();
         let text = manifest.render();
         assert_eq!(
             stored.kind,

@@ -27,10 +27,10 @@
 //!   soft dependencies);
 //! - `modules.dep`, `modules.softdep` and `modules.alias`: the input lines
 //!   of just those modules, so init reads them with this same parser;
-//! - [`MODULE_LIST`] (`/etc/chaos/modules`): the modules init loads at every
+//! - [`chaos_contract::paths::MODULE_LIST`] (`/etc/chaos/modules`): the modules init loads at every
 //!   boot, one name per line; the others wait for a device that matches one
 //!   of their aliases;
-//! - [`KERNEL_RELEASE`]: the release the modules belong to, which init
+//! - [`chaos_contract::paths::KERNEL_RELEASE`]: the release the modules belong to, which init
 //!   compares with the running kernel.
 //!
 //! This module reads the tree but never loads anything.
@@ -41,10 +41,6 @@ use std::path::{Path, PathBuf};
 use crate::modalias::{glob_match, AliasTable};
 use crate::spec::{Spec, SpecError};
 
-/// Where the image lists the modules init loads at every boot.
-pub const MODULE_LIST: &str = "/etc/chaos/modules";
-/// Where the image records the kernel release its modules were built for.
-pub const KERNEL_RELEASE: &str = "/etc/chaos/kernel-release";
 /// Mode of every file this module adds.
 const FILE_MODE: u32 = 0o644;
 const MODULE_SUFFIXES: [&str; 4] = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"];
@@ -574,7 +570,7 @@ impl Closure {
     }
 
     /// Adds the modules, the pruned modules.dep, modules.softdep and
-    /// modules.alias, [`MODULE_LIST`] and [`KERNEL_RELEASE`] to `spec`;
+    /// modules.alias, [`chaos_contract::paths::MODULE_LIST`] and [`chaos_contract::paths::KERNEL_RELEASE`] to `spec`;
     /// module files are read from the tree when the image is written.
     pub fn add_to(&self, spec: &mut Spec) -> Result<(), SpecError> {
         let base = format!("/lib/modules/{}", self.release);
@@ -611,8 +607,12 @@ impl Closure {
             FILE_MODE,
             self.aliases.render(),
         )?;
-        spec.file(MODULE_LIST, FILE_MODE, list_text)?;
-        spec.file(KERNEL_RELEASE, FILE_MODE, format!("{}\n", self.release))?;
+        spec.file(chaos_contract::paths::MODULE_LIST, FILE_MODE, list_text)?;
+        spec.file(
+            chaos_contract::paths::KERNEL_RELEASE,
+            FILE_MODE,
+            format!("{}\n", self.release),
+        )?;
         Ok(())
     }
 }
@@ -755,8 +755,8 @@ kernel/drivers/hid/hid-generic.ko:
             text(&format!("{base}/modules.dep")),
             "kernel/net/core/failover.ko:\nkernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko\n"
         );
-        assert_eq!(text(MODULE_LIST), "net_failover\n");
-        assert_eq!(text(KERNEL_RELEASE), "6.1.0-test\n");
+        assert_eq!(text(chaos_contract::paths::MODULE_LIST), "net_failover\n");
+        assert_eq!(text(chaos_contract::paths::KERNEL_RELEASE), "6.1.0-test\n");
         let files = spec
             .iter()
             .filter(|(_, e)| matches!(e.kind, Kind::File(_)))
@@ -962,7 +962,7 @@ softdep b pre: a gone
             other => panic!("{path} is {other:?}"),
         };
         let base = format!("/lib/modules/{RELEASE}");
-        assert_eq!(text(MODULE_LIST), "nft_ct\n");
+        assert_eq!(text(chaos_contract::paths::MODULE_LIST), "nft_ct\n");
         assert_eq!(
             text(&format!("{base}/modules.alias")),
             "alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci\n\

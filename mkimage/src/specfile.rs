@@ -9,6 +9,7 @@
 //! dir   <name> <mode> <uid> <gid>
 //! nod   <name> <mode> <uid> <gid> <dev_type> <maj> <min>
 //! slink <name> <target> <mode> <uid> <gid>
+//! binary <path>
 //! ```
 //!
 //! `<name>` is the path in the image (a leading `/` is optional, as in
@@ -17,11 +18,15 @@
 //! is a host file, relative to the spec file's directory unless absolute,
 //! and may contain `${VAR}` environment references. gen_init_cpio's `pipe`
 //! and `sock` entries and `file` hard links are rejected: a chaos image has
-//! no use for them. This module owns the text format only; tree rules
+//! no use for them. `binary` is chaos's own: the build host's ELF program
+//! or library at `<path>` goes in at the same path with its interpreter,
+//! libraries and the symlinks on the way ([`crate::payload`]), added after
+//! every other line. This module owns the text format only; tree rules
 //! (conflicts, implicit parents) are the spec's.
 
 use std::path::{Path, PathBuf};
 
+use crate::payload::Payload;
 use crate::spec::{Content, Entry, Kind, Spec, SpecError};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +48,8 @@ pub enum SpecFileError {
         line: usize,
         source: SpecError,
     },
+    #[error("{file}: adding the binary lines' files: {source}", file = file.display())]
+    Binaries { file: PathBuf, source: SpecError },
 }
 
 /// The known directives and their fields, for the field-count message.
@@ -75,6 +82,7 @@ pub fn parse(
 ) -> Result<Spec, SpecFileError> {
     let base = path.parent().unwrap_or(Path::new(""));
     let mut spec = Spec::new();
+    let mut payload: Option<Payload> = None;
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
         let fields: Vec<&str> = raw.split_whitespace().collect();
@@ -84,16 +92,42 @@ pub fn parse(
         if directive.starts_with('#') {
             continue;
         }
-        let (name, entry) =
-            parse_line(directive, args, base, &env).map_err(|message| SpecFileError::Line {
-                file: path.to_owned(),
-                line,
-                message,
-            })?;
+        let fail = |message| SpecFileError::Line {
+            file: path.to_owned(),
+            line,
+            message,
+        };
+        if directive == "binary" {
+            let &[binary] = args else {
+                return Err(fail(format!(
+                    "binary: expected 1 field (binary <path>), found {}",
+                    args.len()
+                )));
+            };
+            let host = match &mut payload {
+                Some(payload) => payload,
+                None => {
+                    payload.insert(Payload::from_host().map_err(|e| fail(format!("binary: {e}")))?)
+                }
+            };
+            host.binary(binary)
+                .map_err(|e| fail(format!("binary: {e}")))?;
+            continue;
+        }
+        let (name, entry) = parse_line(directive, args, base, &env).map_err(fail)?;
         spec.insert(&name, entry)
             .map_err(|source| SpecFileError::Spec {
                 file: path.to_owned(),
                 line,
+                source,
+            })?;
+    }
+    // Last, so that a host symlink meets the directories the lines made.
+    if let Some(payload) = payload {
+        payload
+            .add_to(&mut spec)
+            .map_err(|source| SpecFileError::Binaries {
+                file: path.to_owned(),
                 source,
             })?;
     }
@@ -113,7 +147,9 @@ fn parse_line(
             "pipe" | "sock" => {
                 format!("{directive}: named pipes and sockets are not supported in chaos images")
             }
-            _ => format!("unknown entry type {directive:?} (expected file, dir, nod or slink)"),
+            _ => format!(
+                "unknown entry type {directive:?} (expected file, dir, nod, slink or binary)"
+            ),
         });
     };
     if directive == "file" && args.len() > names.len() {
@@ -268,13 +304,31 @@ mod tests {
             ("file /f ${BUILD/f 0644 0 0", "conf/spec.txt:1: file: location: unterminated \"${\" in \"${BUILD/f\""),
             ("file /f f 0644 0 0 /g", "conf/spec.txt:1: file: hard links (\"/g\"...) are not supported"),
             ("pipe /p 0644 0 0", "conf/spec.txt:1: pipe: named pipes and sockets are not supported in chaos images"),
-            ("fiel /f f 0644 0 0", "conf/spec.txt:1: unknown entry type \"fiel\" (expected file, dir, nod or slink)"),
+            ("fiel /f f 0644 0 0", "conf/spec.txt:1: unknown entry type \"fiel\" (expected file, dir, nod, slink or binary)"),
+            ("binary", "conf/spec.txt:1: binary: expected 1 field (binary <path>), found 0"),
+            ("binary /nonexistent/x", "conf/spec.txt:1: binary: /nonexistent/x: no such file on the build host"),
             ("dir /etc 0755 0 0\nslink /etc x 0777 0 0", "conf/spec.txt:2: /etc: already in the image as a directory; the new symlink differs (only directories may be declared twice)"),
             ("dir /etc 10755 0 0", "conf/spec.txt:1: /etc: mode 0o10755 has bits outside the permission mask 0o7777"),
         ];
         for (text, want) in cases {
             assert_eq!(parse_str(text).unwrap_err().to_string(), want, "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_binary_line_brings_the_program_and_its_libraries() {
+        let spec = parse_str("dir /lib/modules 0755 0 0\nbinary /bin/true\n").unwrap();
+        let real = std::fs::canonicalize("/bin/true").unwrap();
+        let real = real.to_str().unwrap();
+        assert_eq!(
+            spec.get(real).map(|e| &e.kind),
+            Some(&Kind::File(Content::Host(real.into())))
+        );
+        assert!(
+            spec.iter().any(|(name, _)| name.ends_with("/libc.so.6")),
+            "no libc.so.6"
+        );
+        assert_eq!(spec.get("/lib/modules").map(|e| &e.kind), Some(&Kind::Dir));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 const GNU_CPIO: &str = "/usr/bin/cpio";
+const BIG: usize = mkimage::image::MEMBER_ALONE;
 
 /// A spec covering every entry type, with inputs in its own temp dir.
 struct Fixture {
@@ -20,6 +21,9 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("init"), b"#!/bin/sh\necho init\n").unwrap();
         fs::write(dir.path().join("motd"), b"welcome to chaos\n").unwrap();
+        // Large enough to be a member of its own: the image is a sequence.
+        let big: Vec<u8> = (0..BIG).map(|n| (n % 251) as u8).collect();
+        fs::write(dir.path().join("big"), big).unwrap();
         fs::write(
             dir.path().join("spec.txt"),
             "# every entry type\n\
@@ -30,6 +34,7 @@ impl Fixture {
              dir /home/user 0750 1000 100\n\
              file /sbin/init init 0755 0 0\n\
              file /etc/motd ${MOTD_DIR}/motd 0644 0 0\n\
+             file /lib/big big 0644 0 0\n\
              slink /bin sbin 0777 0 0\n\
              slink /etc/mtab /proc/mounts 0777 0 0\n",
         )
@@ -43,12 +48,17 @@ impl Fixture {
 
     /// Runs `mkimage build` into `out` with the given SOURCE_DATE_EPOCH.
     fn build(&self, out: &str, epoch: Option<&str>) -> Output {
+        self.build_with(out, epoch, &[])
+    }
+
+    fn build_with(&self, out: &str, epoch: Option<&str>, args: &[&str]) -> Output {
         let mut command = mkimage();
         command
             .arg("build")
             .arg(self.path("spec.txt"))
             .arg("-o")
             .arg(self.path(out))
+            .args(args)
             .env("MOTD_DIR", self.dir.path())
             .env_remove("SOURCE_DATE_EPOCH");
         if let Some(epoch) = epoch {
@@ -58,7 +68,11 @@ impl Fixture {
     }
 
     fn build_ok(&self, out: &str, epoch: Option<&str>) -> Vec<u8> {
-        let output = self.build(out, epoch);
+        self.build_ok_with(out, epoch, &[])
+    }
+
+    fn build_ok_with(&self, out: &str, epoch: Option<&str>, args: &[&str]) -> Vec<u8> {
+        let output = self.build_with(out, epoch, args);
         assert!(
             output.status.success(),
             "mkimage build failed: {}",
@@ -78,7 +92,7 @@ fn stderr(output: &Output) -> String {
 
 fn gunzip(gz: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(gz)
+    flate2::read::MultiGzDecoder::new(gz)
         .read_to_end(&mut out)
         .unwrap();
     out
@@ -94,6 +108,8 @@ drwxr-xr-x     0     0          0 etc
 lrwxrwxrwx     0     0         12 etc/mtab -> /proc/mounts
 drwxr-xr-x     0     0          0 home
 drwxr-x---  1000   100          0 home/user
+drwxr-xr-x     0     0          0 lib
+-rw-r--r--     0     0     262144 lib/big
 drwx------     0     0          0 root
 drwxr-xr-x     0     0          0 sbin
 -rwxr-xr-x     0     0         20 sbin/init
@@ -130,6 +146,33 @@ fn builds_are_byte_for_byte_reproducible() {
 }
 
 #[test]
+fn a_warm_cache_gives_the_bytes_of_a_cold_one() {
+    let fixture = Fixture::new();
+    let uncached = fixture.build_ok("plain.cpio.gz", None);
+    let cache = fixture.path("cache");
+    let cache_arg = ["--cache", cache.to_str().unwrap()];
+    let cold = fixture.build_ok_with("cold.cpio.gz", None, &cache_arg);
+    let members = fs::read_dir(&cache).unwrap().count();
+    assert_eq!(members, 3, "one cache entry per member");
+    let warm = fixture.build_ok_with("warm.cpio.gz", None, &cache_arg);
+    assert!(cold == uncached, "a cold cache changed the image");
+    assert!(warm == uncached, "a warm cache changed the image");
+    assert_eq!(fs::read_dir(&cache).unwrap().count(), members);
+
+    let output = fixture.build_with(
+        "never.cpio.gz",
+        None,
+        &["--cache", fixture.path("motd/cache").to_str().unwrap()],
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("member cache "),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
 fn list_round_trips_the_spec() {
     let fixture = Fixture::new();
     fixture.build_ok("image.cpio.gz", None);
@@ -141,13 +184,18 @@ fn list_round_trips_the_spec() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(String::from_utf8(output.stdout).unwrap(), LISTING);
 
-    // Inode numbers are sequential from a fixed start, nlink follows type.
+    // Three archives (before, at and after the large file); inode numbers
+    // are sequential from a fixed start in each, nlink follows type.
     let image = fs::read(fixture.path("image.cpio.gz")).unwrap();
-    let entries = mkimage::list(image.as_slice()).unwrap();
-    for (entry, ino) in entries.iter().zip(mkimage::image::FIRST_INO..) {
-        assert_eq!(entry.ino, ino, "{}", entry.name);
-        let dir = entry.mode & 0o170_000 == 0o040_000;
-        assert_eq!(entry.nlink, if dir { 2 } else { 1 }, "{}", entry.name);
+    let archives = mkimage::list::archives(image.as_slice()).unwrap();
+    assert_eq!(archives.len(), 3);
+    for archive in archives {
+        let entries = mkimage::list(archive.as_slice()).unwrap();
+        for (entry, ino) in entries.iter().zip(mkimage::image::FIRST_INO..) {
+            assert_eq!(entry.ino, ino, "{}", entry.name);
+            let dir = entry.mode & 0o170_000 == 0o040_000;
+            assert_eq!(entry.nlink, if dir { 2 } else { 1 }, "{}", entry.name);
+        }
     }
 }
 
@@ -248,20 +296,30 @@ fn gnu_cpio(dir: &Path, args: &[&str], archive: &[u8]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// GNU cpio stops at an archive's trailer, so it reads an image one
+/// archive at a time; its output for all of them, concatenated.
+fn gnu_cpio_each(dir: &Path, args: &[&str], image: &[u8]) -> String {
+    mkimage::list::archives(image)
+        .unwrap()
+        .iter()
+        .map(|archive| gnu_cpio(dir, args, archive))
+        .collect()
+}
+
 #[test]
 fn gnu_cpio_reads_the_archive() {
     let fixture = Fixture::new();
-    let archive = gunzip(&fixture.build_ok("image.cpio.gz", None));
+    let archive = fixture.build_ok("image.cpio.gz", None);
     // Our own reader is pinned to LISTING by list_round_trips_the_spec.
     let entries = mkimage::list(archive.as_slice()).unwrap();
 
     // Names, in order, exactly as stored.
-    let names = gnu_cpio(fixture.dir.path(), &["-t", "--quiet"], &archive);
+    let names = gnu_cpio_each(fixture.dir.path(), &["-t", "--quiet"], &archive);
     let ours: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names.lines().collect::<Vec<_>>(), ours);
 
     // Mode strings and symlink targets, as GNU cpio renders them.
-    let verbose = gnu_cpio(
+    let verbose = gnu_cpio_each(
         fixture.dir.path(),
         &["-tv", "--quiet", "--numeric-uid-gid"],
         &archive,
@@ -276,7 +334,7 @@ fn gnu_cpio_reads_the_archive() {
     // Extraction: device nodes need root, so leave them out.
     let root = fixture.path("root");
     fs::create_dir(&root).unwrap();
-    gnu_cpio(
+    gnu_cpio_each(
         &root,
         &[
             "-i",
@@ -301,6 +359,7 @@ fn gnu_cpio_reads_the_archive() {
         ("root", 0o700),
         ("home/user", 0o750),
         ("dev", 0o755),
+        ("lib/big", 0o644),
     ] {
         assert_eq!(mode(path), want, "{path}: {:o}", mode(path));
     }

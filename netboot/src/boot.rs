@@ -134,7 +134,7 @@ pub fn isolinux_msg() -> String {
 }
 
 /// The help screen: `ip=` syntax and the `chaos.*` options, as init's own
-/// table describes them (`help` is `chaos_init::cmdline::help()`).
+/// table describes them (`help` is `chaos_contract::cmdline::help()`).
 pub fn options_msg(help: &str) -> String {
     format!("\n{help}")
 }

@@ -1,12 +1,14 @@
 //! The dnsmasq configuration `netboot serve` runs: TFTP for the iPXE first
-//! stage only, the boot script over HTTP for iPXE itself, and either
-//! proxy-DHCP (the LAN's DHCP server keeps allocating addresses) or, with a
-//! range, a DHCP server of its own for an isolated network. DNS is off.
+//! stage only (PXE firmware, BIOS or UEFI), iPXE by HTTP for UEFI firmware
+//! that boots over HTTP, the boot script over HTTP for iPXE itself, and
+//! either proxy-DHCP (the LAN's DHCP server keeps allocating addresses) or,
+//! with a range, a DHCP server of its own for an isolated network. DNS is
+//! off.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use crate::boot::{BIOS_FIRST_STAGE, UEFI_FIRST_STAGE};
+use crate::boot::{BIOS_FIRST_STAGE, SCRIPT, UEFI_FIRST_STAGE};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Dhcp {
@@ -24,8 +26,9 @@ pub struct Config<'a> {
     pub dhcp: Dhcp,
     pub tftp_root: &'a Path,
     pub lease_file: &'a Path,
-    /// Where iPXE fetches the boot script: `http://address:port/boot.ipxe`.
-    pub script_url: &'a str,
+    /// netboot's HTTP server, `http://address:port/`: the boot script
+    /// (for iPXE) and the UEFI first stage (for HTTP Boot) are under it.
+    pub http_base: &'a str,
 }
 
 /// PXE client architectures (RFC 4578 option 93: dnsmasq's name and the
@@ -36,6 +39,10 @@ const FIRST_STAGES: &[(&str, u16, &str)] = &[
     ("x86-64_EFI", 9, UEFI_FIRST_STAGE),
     ("BC_EFI", 7, UEFI_FIRST_STAGE),
 ];
+
+/// RFC 4578's client architecture of x86-64 UEFI booting over HTTP (the
+/// IANA registry's 16), which also calls itself `HTTPClient` (option 60).
+const HTTP_BOOT_ARCH: u16 = 16;
 
 /// Parses `--dhcp`'s `START-END`.
 pub fn parse_range(text: &str) -> Result<Dhcp, String> {
@@ -74,6 +81,13 @@ impl Config<'_> {
             }
         }
         Ok(())
+    }
+
+    /// What UEFI HTTP Boot firmware should fetch: iPXE, over HTTP. In
+    /// proxy mode the LAN's DHCP server must offer it (vendor class
+    /// HTTPClient, this URL as the file), which `netboot serve` says.
+    pub fn http_boot_url(&self) -> String {
+        format!("{}{UEFI_FIRST_STAGE}", self.http_base)
     }
 
     pub fn render(&self) -> String {
@@ -125,6 +139,18 @@ impl Config<'_> {
                         self.address
                     ));
                 }
+                // UEFI HTTP Boot takes a URL for its file, from an offer
+                // that names itself HTTPClient (OVMF and PC firmware ignore
+                // one that does not), and then needs no TFTP at all: iPXE,
+                // and after it the script, kernel and initramfs, all come
+                // over HTTP. A proxy cannot do this: dnsmasq answers only
+                // PXE clients in proxy mode (see `http_boot_url`).
+                out.push_str(&format!(
+                    "dhcp-match=set:http,option:client-arch,{HTTP_BOOT_ARCH}\n\
+                     dhcp-option-force=tag:http,tag:!ipxe,option:vendor-class,HTTPClient\n\
+                     dhcp-boot=tag:http,tag:!ipxe,{}\n",
+                    self.http_boot_url()
+                ));
             }
         }
         // The server address is not optional. Without it dnsmasq sends a
@@ -134,8 +160,8 @@ impl Config<'_> {
         // stops with "Nothing to boot". QEMU's BIOS NIC ROMs are iPXE, so
         // they take this path first.
         out.push_str(&format!(
-            "dhcp-boot=tag:ipxe,{},,{}\n",
-            self.script_url, self.address
+            "dhcp-boot=tag:ipxe,{}{SCRIPT},,{}\n",
+            self.http_base, self.address
         ));
         out
     }
@@ -153,7 +179,7 @@ mod tests {
             dhcp,
             tftp_root: Path::new("/srv/pxe"),
             lease_file: Path::new("/tmp/leases"),
-            script_url: "http://192.168.90.2:8080/boot.ipxe",
+            http_base: "http://192.168.90.2:8080/",
         }
     }
 
@@ -177,6 +203,25 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
         }
         assert!(config(Dhcp::Proxy).check().is_ok());
+    }
+
+    #[test]
+    fn uefi_http_boot_gets_ipxe_by_url_from_the_dhcp_server() {
+        let range = parse_range("192.168.90.100-192.168.90.200").unwrap();
+        let text = config(range).render();
+        for line in [
+            "dhcp-match=set:http,option:client-arch,16",
+            "dhcp-option-force=tag:http,tag:!ipxe,option:vendor-class,HTTPClient",
+            "dhcp-boot=tag:http,tag:!ipxe,http://192.168.90.2:8080/ipxe.efi",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+        }
+        // A proxy's offers would be ignored: it leaves the URL to the LAN.
+        assert!(!config(Dhcp::Proxy).render().contains("HTTPClient"));
+        assert_eq!(
+            config(Dhcp::Proxy).http_boot_url(),
+            "http://192.168.90.2:8080/ipxe.efi"
+        );
     }
 
     #[test]

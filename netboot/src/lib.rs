@@ -6,6 +6,8 @@
 //! text rendered here.
 
 pub mod boot;
+pub mod clients;
 pub mod dnsmasq;
 pub mod http;
+pub mod netns;
 pub mod serve;

@@ -132,7 +132,6 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let listener = crate::http::bind(http_addr)?;
     let http_addr = listener.local_addr()?;
     let base = format!("http://{http_addr}/");
-    let script_url = format!("{base}{SCRIPT}");
 
     let dir = std::env::temp_dir().join(format!("netboot-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -145,7 +144,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         dhcp: options.dhcp.clone(),
         tftp_root: &root,
         lease_file: &started.dir.join("leases"),
-        script_url: &script_url,
+        http_base: &base,
     };
     config.check().map_err(anyhow::Error::msg)?;
     std::fs::write(&conf_path, config.render())
@@ -213,7 +212,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         )]
         .into(),
     };
-    std::thread::spawn(move || crate::http::serve(listener, site, |l| log(&format!("http: {l}"))));
+    let http = crate::http::Server::new(listener, site, crate::http::Limits::default())?;
+    std::thread::spawn(move || {
+        if let Err(e) = http.run(|l| log(&format!("http: {l}"))) {
+            log(&format!("http: stopped: {e}"));
+        }
+    });
 
     let mode = match &options.dhcp {
         Dhcp::Proxy => "proxy-DHCP beside the LAN's DHCP server".to_string(),
@@ -224,6 +228,13 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         options.interface,
         root.display()
     ));
+    if options.dhcp == Dhcp::Proxy {
+        log(&format!(
+            "UEFI HTTP Boot PCs need the LAN's DHCP server to offer vendor class \
+             HTTPClient and the file {} (PXE PCs need nothing)",
+            config.http_boot_url()
+        ));
+    }
 
     let timeout = libc::timespec {
         tv_sec: 0,

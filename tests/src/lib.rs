@@ -1,12 +1,13 @@
 //! The integration tests' harness: test images are the shipped base image
-//! plus busybox and the test's own services (added through mkimage, never
-//! through a switch in the node binaries), booted under QEMU with the
-//! console captured; network namespaces the tests create and remove.
+//! (its busybox userland included) plus the test's own services (added
+//! through mkimage, never through a switch in the node binaries), booted
+//! under QEMU with the console captured; network namespaces the tests
+//! create and remove.
 
 use std::process::Command;
 use std::sync::OnceLock;
 
-use chaos_init::service::Service;
+use chaos_contract::service::Service;
 use mkimage::Spec;
 use xtask::image::KernelChoice;
 use xtask::kernel::Kernel;
@@ -20,12 +21,6 @@ pub use xtask::image::Written;
 /// needs longer is broken, not slow.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Busybox applets the test services call by name.
-const APPLETS: &[&str] = &[
-    "sh", "cat", "echo", "hostname", "ip", "sleep", "true", "false", "sed", "grep", "mkdir",
-    "chmod", "rm", "ln", "pidof", "kill", "dmesg",
-];
 
 /// Names the kernel the QEMU suite boots: `distribution` (default) or
 /// `custom`. `cargo xtask test` runs the suite once with each.
@@ -60,7 +55,7 @@ pub fn fixture() -> &'static Fixture {
     })
 }
 
-/// The base image plus busybox at /bin and `services`; written to
+/// The base image plus `services`; written to
 /// build/tests/<name>-<kernel>.cpio.gz.
 pub fn test_image(name: &str, services: &[Service]) -> Written {
     test_image_with(name, services, |_| {})
@@ -72,30 +67,42 @@ pub fn test_image_with(
     services: &[Service],
     change: impl FnOnce(&mut Spec),
 ) -> Written {
+    xtask::image::write(&test_spec(services, change), &test_image_path(name))
+        .expect("writing the test image")
+}
+
+/// The spec of [`test_image_with`], for a test that writes it itself.
+pub fn test_spec(services: &[Service], change: impl FnOnce(&mut Spec)) -> Spec {
     let fixture = fixture();
-    let mut spec: Spec =
-        xtask::image::base_spec(&fixture.kernel, &fixture.binaries).expect("the base image spec");
-    let busybox = "/bin/busybox";
-    assert!(
-        std::path::Path::new(busybox).exists(),
-        "{busybox} missing: install busybox-static (`cargo xtask deps`)"
-    );
-    spec.file_from(busybox, 0o755, busybox).expect("busybox");
-    for applet in APPLETS {
-        spec.symlink(&format!("/bin/{applet}"), "busybox")
-            .expect("applet link");
-    }
+    let mut spec: Spec = xtask::image::base_spec(&fixture.kernel, &fixture.binaries)
+        .unwrap_or_else(|e| panic!("the base image spec: {e:#}"));
     for service in services {
         xtask::image::add_service(&mut spec, service).expect("service file");
     }
     change(&mut spec);
-    let out = xtask::build_dir()
-        .join("tests")
-        .join(format!("{name}-{}.cpio.gz", fixture.kernel.release));
-    xtask::image::write(&spec, &out).expect("writing the test image")
+    spec
 }
 
-/// A service running a busybox shell script.
+/// Where test image `name` for this run's kernel goes.
+pub fn test_image_path(name: &str) -> std::path::PathBuf {
+    xtask::build_dir()
+        .join("tests")
+        .join(format!("{name}-{}.cpio.gz", fixture().kernel.release))
+}
+
+/// A fresh cluster identity for one test, with its munge key, under
+/// build/tests; the caller removes it once it is baked into the images.
+pub fn cluster_identity(tag: &str) -> std::path::PathBuf {
+    let dir = xtask::build_dir()
+        .join("tests")
+        .join(format!("cluster-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    xtask::cluster::identity(&dir).step();
+    chaos_agent::keys::munge_key(&dir).expect("the cluster's munge key");
+    dir
+}
+
+/// A service running a shell script (the image's busybox sh).
 pub fn script(name: &str, script: &str) -> Service {
     let mut service = Service::new(name, "/bin/sh");
     service.args = vec!["-c".to_string(), script.to_string()];

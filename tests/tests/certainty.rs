@@ -4,7 +4,7 @@
 //! and runs on; PID 1 restarts a certaintyd that stops reporting and gives
 //! up on one that keeps stopping; the board's watchdog resets a hung kernel.
 
-use chaos_init::service::{Restart, Service};
+use chaos_contract::service::{Restart, Service};
 use chaos_tests::*;
 
 /// A short grace and interval keep the boots short; the defaults (30 s,

@@ -1,103 +1,119 @@
-//! A cluster under QEMU: a head and two drones on a private Ethernet
-//! segment on loopback (xtask's L2 hub), each with the identity of one
-//! `tyd init`. drone1 is told the head's address on its kernel command
-//! line; drone2 is told nothing and finds the head by its signed beacon.
-//! Both join; drone1 reaches drone2's overlay address through WireGuard,
-//! while drone2's LAN side, guarded by tyd's nftables ruleset, drops a port
-//! that its overlay side serves: on the wire between them, drone2 sends
-//! drone1 nothing but WireGuard.
+//! A cluster under QEMU that runs jobs: a head VM (tyd serve --slurm,
+//! munged, slurmctld) and two drones on a private Ethernet segment on
+//! loopback (xtask's L2 hub), each with the identity of one `tyd init`.
+//! drone1 is told the head's address on its kernel command line; drone2 is
+//! told nothing and finds the head by its signed beacon. Both join, mesh
+//! and register with Slurm over the overlay; the head's probe runs jobs on
+//! them, as root and as a user of the head's; Slurm's port on a drone
+//! answers on the overlay and not on the LAN; a drone's screen counts the
+//! batch job running there; the munge key never crosses the LAN in the
+//! clear, and between the drones the wire carries nothing but WireGuard.
+//! Then drone2 is powered off and is gone from the membership and from
+//! Slurm within the expiry, and after the head restarts drone1 is back in
+//! Slurm.
 
-use chaos_init::service::{Restart, Service};
+use chaos_contract::accounts::User;
+use chaos_contract::service::Restart;
+use chaos_contract::{fact, paths};
 use chaos_tests::*;
 use xtask::cluster::{self, Membership, Role};
 use xtask::vm::{Config, Hub, Packet};
 
-/// A Slurm port: open on the overlay, closed on the LAN.
-const PORT: u16 = 6818;
+/// slurmd's port, which a drone serves on the overlay only.
+const SLURMD: u16 = chaos_agent::slurm::SLURMD_PORT;
 const DIR: &str = "/etc/chaos-test";
-/// Busybox applets the probe needs beyond the harness's.
-const APPLETS: &[&str] = &["awk", "ping", "wget", "httpd", "timeout"];
+/// A user of the head's (and so of the cluster's).
+const ALICE: u32 = 1000;
 
-/// Serves a file on [`PORT`] on every address of the drone.
-fn listener() -> Service {
-    script(
-        "listener",
-        &format!(
-            "mkdir -p /tmp/www && echo reachable > /tmp/www/ok && \
-             exec httpd -f -p {PORT} -h /tmp/www"
-        ),
-    )
-}
-
-/// On drone1 only: waits until `tyd nodes` (asked through drone1's own
-/// tyd, answered by the head) lists the drone with LAN address `$1` as up,
-/// then pings its overlay address and fetches the file from both of its
-/// addresses, printing each outcome.
+/// On the head: prints Slurm's and the membership's view of the drones
+/// whenever it changes, and once two drones are idle runs the jobs and
+/// probes the ports, printing each outcome.
 const PROBE: &str = r#"
-[ "$(hostname)" = drone1 ] || exit 0
-peer=$1
-until overlay=$(tyd nodes 2>/dev/null | awk -v lan=$peer '$4 == lan && $5 == "up" { print $3 }') \
-    && [ -n "$overlay" ]; do
+slurm() { sinfo -h -N -o '%N:%t' 2>/dev/null | sort | uniq | tr '\n' ' '; }
+members() { tyd nodes 2>/dev/null | awk 'NR > 1 && $1 != "1*" { print $2 ":" $5 }' | sort | tr '\n' ' '; }
+last=
+ran=
+while true; do
+  now="slurm $(slurm)| tyd $(members)"
+  if [ "$now" != "$last" ]; then echo "probe: $now"; last=$now; fi
+  if [ -z "$ran" ] && [ "$(sinfo -h -N -t idle -o %N 2>/dev/null | sort -u | wc -l)" -ge 2 ]; then
+    ran=1
+    echo "probe: srun $(srun -N 2 hostname 2>&1 | sort | tr '\n' ' ')"
+    echo "probe: alice runs as $(setpriv --reuid=alice --regid=alice --init-groups srun -N 1 id -u 2>&1)"
+    tyd nodes | awk 'NR > 1 && $1 != "1*" && $5 == "up" { print $2, $3, $4 }' > /tmp/drones
+    while read name overlay lan; do
+      for address in $overlay $lan; do
+        if nc -w 5 $address SLURMD < /dev/null > /dev/null 2>&1; then r=reached; else r=blocked; fi
+        echo "probe: $name tcp $address:SLURMD $r"
+      done
+    done < /tmp/drones
+    # drone1 talks to drone2 over the overlay, as MPI ranks would.
+    other=$(awk '$1 == "drone2" { print $2 }' /tmp/drones)
+    # Three echoes, any answer will do: the first may wait for the peers'
+    # first WireGuard handshake. On failure the probe says what srun said.
+    if out=$(srun -N 1 -w drone1 ping -c 3 -W 10 $other 2>&1); then r=ok; else r="failed: $(echo "$out" | tail -n 4 | tr '\n' ' ')"; fi
+    echo "probe: drone1 pings drone2 at $other: $r"
+    # A batch job that drone1's screen counts while it runs.
+    echo "probe: sbatch $(sbatch -N 1 -w drone1 -o /dev/null --wrap 'sleep 20' 2>&1)"
+  fi
   sleep 0.5
-done
-echo "probe: drone at $peer has overlay address $overlay"
-if ping -c 1 -W 15 $overlay > /dev/null; then r=ok; else r=failed; fi
-echo "probe: overlay ping $overlay $r"
-for address in $overlay $peer; do
-  if timeout 10 wget -q -O - http://$address:PORT/ok > /dev/null 2>&1; then r=reached; else r=blocked; fi
-  echo "probe: tcp $address:PORT $r"
 done
 "#;
 
-fn probe(peer: std::net::Ipv4Addr) -> Service {
-    let mut probe = Service::new("probe", "/bin/sh");
-    probe.args = vec![format!("{DIR}/probe.sh"), peer.to_string()];
-    probe.restart = Restart::Never;
-    probe
-}
-
-/// A fresh cluster identity for one test, under build/tests; the caller
-/// removes it once it is baked into the images.
-fn identity(tag: &str) -> std::path::PathBuf {
-    let dir = xtask::build_dir()
-        .join("tests")
-        .join(format!("cluster-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    cluster::identity(&dir).step();
-    dir
-}
-
 #[test]
-fn drones_join_and_reach_each_other_only_through_the_overlay() {
+fn a_cluster_runs_jobs_over_its_overlay_and_follows_its_membership() {
     let fixture = fixture();
-    let identity = identity("mesh");
+    let identity = cluster_identity("slurm");
+    let munge_key = std::fs::read(identity.join(chaos_agent::keys::MUNGE_KEY)).unwrap();
+    let head_pub = std::fs::read_to_string(identity.join(chaos_agent::keys::HEAD_PUB)).unwrap();
     let member = |role| Membership {
         dir: identity.clone(),
         role,
     };
-    let head_image = test_image_with("cluster-head", &[], |spec| {
-        cluster::add(spec, &member(Role::Head)).expect("the head's identity")
-    });
-    let drone2 = cluster::lan_address(2);
-    let drone_image = test_image_with("cluster-drone", &[listener(), probe(drone2)], |spec| {
-        // No baked head address: chaos.head= or the beacon says it.
-        cluster::add(spec, &member(Role::Drone { head: None })).expect("the drones' identity");
-        for applet in APPLETS {
-            spec.symlink(&format!("/bin/{applet}"), "busybox")
-                .expect("applet link");
-        }
+    let mut probe = chaos_contract::service::Service::new("probe", "/bin/sh");
+    probe.args = vec![format!("{DIR}/probe.sh")];
+    probe.restart = Restart::Never;
+    probe.when = Some(paths::JOINED.into());
+    let head_image = test_image_with("cluster-head", &[probe], |spec| {
+        cluster::add(spec, &member(Role::Head)).expect("the head's identity");
+        // alice is one of the head's users, so one of the cluster's.
+        let mut accounts = xtask::slurm::accounts().unwrap();
+        accounts.group("alice", ALICE).unwrap();
+        accounts
+            .user(User {
+                name: "alice".into(),
+                uid: ALICE,
+                gid: ALICE,
+                gecos: "Alice".into(),
+                home: "/tmp".into(),
+                shell: "/bin/sh".into(),
+            })
+            .unwrap();
+        spec.remove(paths::ACCOUNTS_PASSWD).unwrap();
+        spec.remove(paths::ACCOUNTS_GROUP).unwrap();
+        accounts.add_to(spec).unwrap();
         spec.dir(DIR, 0o755).unwrap();
         spec.file(
             &format!("{DIR}/probe.sh"),
             0o644,
-            PROBE.replace("PORT", &PORT.to_string()),
+            PROBE.replace("SLURMD", &SLURMD.to_string()),
         )
         .unwrap();
+    });
+    let drone_image = test_image_with("cluster-drone", &[], |spec| {
+        // No baked head address: chaos.head= or the beacon says it.
+        cluster::add(spec, &member(Role::Drone { head: None })).expect("the drones' identity");
     });
     // The identity is in the images now; the test leaves no keys behind.
     std::fs::remove_dir_all(&identity).unwrap();
 
     let hub = Hub::start().step();
+    hub.watch_for(&munge_key[..32]);
+    hub.watch_for(&munge_key[512..544]);
+    // The head's public key is in every beacon, in the clear: if the
+    // capture does not see it, it sees nothing.
+    let head_pub = chaos_agent::keys::parse_hex_key(&head_pub).unwrap();
+    hub.watch_for(&head_pub);
     let node = |image: &Written, index: usize, extra: &str| -> Config {
         cluster::node_config(&fixture.kernel, image, &hub, index, extra).step()
     };
@@ -106,71 +122,131 @@ fn drones_join_and_reach_each_other_only_through_the_overlay() {
     let mut first = boot(&node(&drone_image, 1, &head_arg));
     let mut second = boot(&node(&drone_image, 2, ""));
 
-    head.expect("serving joins on", BOOT_TIMEOUT).step();
-    head.expect_all(
-        &["drone1 joined as node", "drone2 joined as node"],
-        BOOT_TIMEOUT,
-    )
-    .step();
-    first.expect("tyd: wg0 up with", BOOT_TIMEOUT).step();
-    first.expect("joined as node", STEP_TIMEOUT).step();
+    // tyd starts slurmctld (through init) before it serves joins.
+    head.expect("init: started service slurmctld", BOOT_TIMEOUT)
+        .step();
+    head.expect_fact(fact::NODE, &[("state", "serving")], BOOT_TIMEOUT)
+        .step();
+    first.expect_fact(fact::READY, &[], BOOT_TIMEOUT).step();
     second
-        .expect(
-            &format!("found head {}:7700 by its beacon", cluster::lan_address(0)),
+        .expect_fact(fact::NODE, &[("state", "listening")], BOOT_TIMEOUT)
+        .step();
+    let beacon = format!("{}:7700", cluster::lan_address(0));
+    second
+        .expect_fact(
+            fact::NODE,
+            &[("state", "joining"), ("head", &beacon)],
             BOOT_TIMEOUT,
         )
         .step();
-    second.expect("tyd: wg0 up with", STEP_TIMEOUT).step();
-    let joined = second.expect_line("joined as node", STEP_TIMEOUT).step();
-    let overlay = joined
-        .split("with overlay address ")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_else(|| panic!("no overlay address in {joined:?}"))
-        .to_string();
+    for drone in [&mut first, &mut second] {
+        drone
+            .expect("init: started service slurmd", BOOT_TIMEOUT)
+            .step();
+    }
+    // The probe runs its jobs once both drones are idle in Slurm.
+    let (drone1, drone2) = (cluster::lan_address(1), cluster::lan_address(2));
+    head.expect("probe: srun drone1 drone2", BOOT_TIMEOUT)
+        .step();
+    head.expect(&format!("probe: alice runs as {ALICE}"), STEP_TIMEOUT)
+        .step();
+    // The drones are probed in the order of their ids, which is the order
+    // they joined in.
+    head.expect_all(
+        &[
+            &format!("probe: drone1 tcp {drone1}:{SLURMD} blocked"),
+            &format!("probe: drone2 tcp {drone2}:{SLURMD} blocked"),
+            "probe: drone1 pings drone2 at 10.99.",
+        ],
+        STEP_TIMEOUT,
+    )
+    .step();
+    let console = head.console();
+    for name in ["drone1", "drone2"] {
+        let over = format!("probe: {name} tcp 10.99.");
+        let line = console
+            .lines()
+            .find(|l| l.contains(&over))
+            .unwrap_or_else(|| panic!("no overlay probe of {name}:\n{console}"));
+        assert!(line.ends_with(&format!(":{SLURMD} reached")), "{line}");
+    }
+    let ping = console
+        .lines()
+        .find(|l| l.contains("probe: drone1 pings drone2 at 10.99."))
+        .expect("the ping's outcome");
+    assert!(
+        ping.ends_with(": ok"),
+        "drone1 could not reach drone2 over the overlay: {ping}\n\
+         the head's probe:\n{}\ndrone1's console, last lines:\n{}",
+        console
+            .lines()
+            .filter(|l| l.contains("probe:"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        xtask::vm::tail(&first.console(), 60),
+    );
 
-    first
-        .expect(
-            &format!("probe: drone at {drone2} has overlay address {overlay}"),
-            STEP_TIMEOUT,
-        )
+    // drone1's console shows the cluster screen, which counts the job.
+    head.expect("probe: sbatch Submitted batch job", STEP_TIMEOUT)
         .step();
-    first
-        .expect(&format!("probe: overlay ping {overlay} ok"), STEP_TIMEOUT)
-        .step();
-    first
-        .expect(
-            &format!("probe: tcp {overlay}:{PORT} reached"),
-            STEP_TIMEOUT,
-        )
-        .step();
-    first
-        .expect(&format!("probe: tcp {drone2}:{PORT} blocked"), STEP_TIMEOUT)
-        .step();
+    first.expect("running 1 job", STEP_TIMEOUT).step();
 
-    // The wire between the drones, as the hub saw it: WireGuard, and
-    // drone1's probe of drone2's LAN address, which drone2 never answered.
-    let drone1 = cluster::lan_address(1);
+    // The wire, as the hub saw it.
+    assert!(hub.saw(&head_pub), "the capture saw no beacon");
+    assert!(!hub.saw(&munge_key[..32]), "the munge key crossed the LAN");
+    assert!(
+        !hub.saw(&munge_key[512..544]),
+        "the munge key crossed the LAN"
+    );
     let packets = hub.packets();
+    let wireguard = |p: &Packet| p.protocol == 17 && p.destination_port == 51820;
     let between = |from, to| {
         packets
             .iter()
             .filter(move |p: &&Packet| p.source == from && p.destination == to)
     };
-    let wireguard = |p: &Packet| p.protocol == 17 && p.destination_port == 51820;
-    let probe = |p: &Packet| p.protocol == 6 && p.destination_port == PORT;
     assert!(between(drone1, drone2).any(&wireguard), "no WireGuard seen");
-    assert!(
-        between(drone1, drone2).any(&probe),
-        "the LAN probe not seen"
-    );
-    for packet in between(drone1, drone2) {
-        assert!(wireguard(packet) || probe(packet), "drone1 sent {packet:?}");
+    for (from, to) in [(drone1, drone2), (drone2, drone1)] {
+        for packet in between(from, to) {
+            assert!(wireguard(packet), "{from} sent {to} {packet:?}");
+        }
     }
-    for packet in between(drone2, drone1) {
-        assert!(
-            wireguard(packet),
-            "drone2 answered on the LAN with {packet:?}"
+    for packet in packets.iter().filter(|p| p.source == drone2) {
+        assert_ne!(
+            packet.source_port, SLURMD,
+            "drone2's slurmd answered on the LAN: {packet:?}"
         );
     }
+
+    // drone2 powered off, without leaving: expired, then out of Slurm.
+    second.qmp("quit").step();
+    let gone = [("name", "drone2"), ("state", "expired")];
+    head.expect_fact(fact::MEMBER, &gone, STEP_TIMEOUT).step();
+    // Slurm's view and the probe's line race: the probe may see the
+    // node deleted before the head reports it.
+    head.expect_all(
+        &[
+            "@chaos slurm name=drone2 state=gone",
+            "probe: slurm drone1:idle | tyd drone1:up drone2:expired",
+        ],
+        STEP_TIMEOUT,
+    )
+    .step();
+
+    // The head is power-cycled, its Slurm state lost with its RAM:
+    // drone1 joins it again and is back in Slurm.
+    head.qmp("quit").step();
+    head.wait_exit(STEP_TIMEOUT).step();
+    let mut head = boot(&node(&head_image, 0, ""));
+    first
+        .expect_fact(fact::NODE, &[("state", "rejoining")], BOOT_TIMEOUT)
+        .step();
+    head.expect_fact(
+        fact::MEMBER,
+        &[("name", "drone1"), ("state", "up")],
+        BOOT_TIMEOUT,
+    )
+    .step();
+    head.expect("probe: slurm drone1:idle | tyd drone1:up", BOOT_TIMEOUT)
+        .step();
 }

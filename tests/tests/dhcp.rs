@@ -4,7 +4,7 @@
 //! an e1000e on QEMU's user network. Virtio and e1000e are in both kernels,
 //! so these hold on either (the module-loading side is in modules.rs).
 
-use chaos_init::service::Restart;
+use chaos_contract::service::Restart;
 use chaos_tests::*;
 
 /// What the probe service prints: the host name, fix_hosts' files, the
@@ -12,7 +12,7 @@ use chaos_tests::*;
 const PROBE: &str = "echo hostname=$(hostname); cat /etc/resolv.conf /etc/hosts /run/chaos/lease; \
                      ip -4 addr show; ip -4 route";
 
-fn probe() -> chaos_init::service::Service {
+fn probe() -> chaos_contract::service::Service {
     let mut probe = script("probe", PROBE);
     probe.restart = Restart::Never;
     probe
@@ -142,10 +142,13 @@ fn of_two_nics_the_one_with_a_server_gets_the_lease_which_is_renewed_and_release
     let mut vm = boot(&config);
     vm.expect("init: dhcp: asking for a lease on eth0, eth1", BOOT_TIMEOUT)
         .step();
-    vm.expect("init: dhcp: eth1: bound to 192.168.99.5", STEP_TIMEOUT)
-        .step();
+    vm.expect(
+        "@chaos lease interface=eth1 address=192.168.99.5",
+        STEP_TIMEOUT,
+    )
+    .step();
     for line in [
-        "init: ready: drone3 as pid 1",
+        "@chaos ready host=drone3",
         "probe: hostname=drone3",
         "probe: search lab",
         "probe: nameserver 192.168.99.1",
@@ -189,8 +192,11 @@ fn a_lease_that_runs_out_is_given_up_and_a_new_one_acquired() {
     let mut lab = Lab::new("dhcplost");
     let image = test_image("dhcp-lost", &[]);
     let mut vm = boot(&two_nics(&lab, &image));
-    vm.expect("init: dhcp: eth1: bound to 192.168.99.5", BOOT_TIMEOUT)
-        .step();
+    vm.expect(
+        "@chaos lease interface=eth1 address=192.168.99.5",
+        BOOT_TIMEOUT,
+    )
+    .step();
     lab.stop_server();
     // Renewing from T1 (60 s), rebinding from T2 (105 s), expiry at 120 s.
     vm.expect(
@@ -209,13 +215,17 @@ fn a_lease_that_runs_out_is_given_up_and_a_new_one_acquired() {
     )
     .step();
     lab.start_server();
+    // The kernel-style summary comes first, the machine-read fact last.
     vm.expect(
-        "init: dhcp: eth1: bound to 192.168.99.5",
+        "init: IP-Config: Complete: device=eth1",
         Duration::from_secs(120),
     )
     .step();
-    vm.expect("init: IP-Config: Complete: device=eth1", STEP_TIMEOUT)
-        .step();
+    vm.expect(
+        "@chaos lease interface=eth1 address=192.168.99.5",
+        STEP_TIMEOUT,
+    )
+    .step();
     // dnsmasq appends to its log: the first lease and the new one.
     lab.expect_logged("DHCPACK(br0) 192.168.99.5", 2);
 }
@@ -237,8 +247,8 @@ fn an_e1000e_gets_its_lease_from_qemus_user_network() {
     .to_vec();
     let mut vm = boot(&config);
     for line in [
-        "init: dhcp: eth0: bound to 10.0.2.15/24 from 10.0.2.2",
-        "init: ready: drone8 as pid 1",
+        "@chaos lease interface=eth0 address=10.0.2.15/24 server=10.0.2.2",
+        "@chaos ready host=drone8",
         "probe: hostname=drone8",
         "inet 10.0.2.15/24",
         "probe: default via 10.0.2.2 dev eth0",

@@ -61,7 +61,7 @@ fn cd_under_bios_boots_the_default_entry_after_the_timeout() {
     // isolinux's prompt reaches the serial line; nobody answers it.
     vm.expect("boot:", BOOT_TIMEOUT).step();
     vm.expect("init: mode Normal", BOOT_TIMEOUT).step();
-    vm.expect("init: ready", STEP_TIMEOUT).step();
+    vm.expect("@chaos ready", STEP_TIMEOUT).step();
 }
 
 #[test]
@@ -78,7 +78,7 @@ fn cd_under_uefi_boots_grubs_default_entry() {
     vm.expect("chaos expert: debug shell on errors", BOOT_TIMEOUT)
         .step();
     vm.expect("init: mode Normal", BOOT_TIMEOUT).step();
-    vm.expect("init: ready", STEP_TIMEOUT).step();
+    vm.expect("@chaos ready", STEP_TIMEOUT).step();
 }
 
 #[test]
@@ -94,7 +94,7 @@ fn usb_disk_under_uefi_boots_safe_chosen_in_grubs_menu() {
 fn the_drone_appliance_boots_as_a_vm_disk() {
     let (mut vm, _lock) = boot_from(Firmware::Bios, &disk(&media().qcow2, "qcow2"));
     vm.expect("init: mode Normal", BOOT_TIMEOUT).step();
-    vm.expect("init: ready", STEP_TIMEOUT).step();
+    vm.expect("@chaos ready", STEP_TIMEOUT).step();
 }
 
 #[test]
@@ -102,7 +102,7 @@ fn the_options_screen_is_inits_own_help() {
     // F4 cannot be pressed over a serial line, so its page is checked as
     // written: isolinux shows it verbatim.
     let iso = std::fs::read(&media().iso).unwrap();
-    let help = netboot::boot::options_msg(&chaos_init::cmdline::help());
+    let help = netboot::boot::options_msg(&chaos_contract::cmdline::help());
     assert!(help.contains("ip=<client-ip>:"), "{help}");
     assert!(help.contains("chaos.mode=normal|expert|safe"), "{help}");
     assert!(

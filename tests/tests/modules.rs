@@ -5,7 +5,7 @@
 //! `chaos.modules=` names; expert mode configures everything and adds a
 //! shell; an image for another kernel is refused by name.
 
-use chaos_init::service::Restart;
+use chaos_contract::service::Restart;
 use chaos_tests::*;
 
 #[test]
@@ -31,10 +31,10 @@ fn an_e1000_is_autoprobed_and_gets_its_lease_from_qemus_user_network() {
         .step();
     vm.expect(" e1000 (", STEP_TIMEOUT).step();
     for line in [
-        "init: dhcp: eth0: bound to 10.0.2.15/24 from 10.0.2.2",
         "init: #PROTO: DHCP",
         "init: nameserver 10.0.2.3",
-        "init: ready: drone9 as pid 1",
+        "@chaos lease interface=eth0 address=10.0.2.15/24 server=10.0.2.2",
+        "@chaos ready host=drone9",
         "probe: hostname=drone9",
         "probe: search lab.test",
         "probe: nameserver 10.0.2.3",
@@ -69,8 +69,7 @@ fn a_nic_without_a_driver_in_the_image_is_named_and_the_node_comes_up() {
     .step();
     vm.expect("init: dhcp: no network interface to ask on", STEP_TIMEOUT)
         .step();
-    vm.expect("init: ready: chaos as pid 1", STEP_TIMEOUT)
-        .step();
+    vm.expect("@chaos ready host=chaos", STEP_TIMEOUT).step();
     // PID 1 is in charge: it answers the power button.
     vm.qmp("system_powerdown").step();
     vm.expect("reboot: Power down", STEP_TIMEOUT).step();
@@ -93,7 +92,7 @@ fn safe_mode_skips_autoprobe_and_loads_only_the_modules_asked_for() {
         STEP_TIMEOUT,
     )
     .step();
-    vm.expect("init: ready", STEP_TIMEOUT).step();
+    vm.expect("@chaos ready", STEP_TIMEOUT).step();
     let console = vm.console();
     assert!(!console.contains("coldplug: e1000"), "{console}");
     assert!(!console.contains("e1000: Intel(R) PRO/1000"), "{console}");
@@ -102,9 +101,13 @@ fn safe_mode_skips_autoprobe_and_loads_only_the_modules_asked_for() {
 #[test]
 fn modules_for_another_kernel_are_refused_naming_both_releases() {
     let image = test_image_with("other-kernel", &[], |spec| {
-        spec.remove(mkimage::modules::KERNEL_RELEASE).unwrap();
-        spec.file(mkimage::modules::KERNEL_RELEASE, 0o644, "5.10.0-99-amd64\n")
-            .unwrap();
+        spec.remove(chaos_contract::paths::KERNEL_RELEASE).unwrap();
+        spec.file(
+            chaos_contract::paths::KERNEL_RELEASE,
+            0o644,
+            "5.10.0-99-amd64\n",
+        )
+        .unwrap();
     });
     let mut vm = boot(&config(&image, "").user_net());
     let release = &fixture().kernel.release;
@@ -115,7 +118,7 @@ fn modules_for_another_kernel_are_refused_naming_both_releases() {
         BOOT_TIMEOUT,
     )
     .step();
-    vm.expect("init: ready", STEP_TIMEOUT).step();
+    vm.expect("@chaos ready", STEP_TIMEOUT).step();
 }
 
 #[test]
@@ -129,8 +132,8 @@ fn expert_mode_configures_everything_then_starts_a_shell_on_the_console() {
     for line in [
         "init: mode Expert",
         "init: coldplug: e1000 for",
-        "init: dhcp: eth0: bound to 10.0.2.15/24",
-        "init: ready: node-",
+        "@chaos lease interface=eth0 address=10.0.2.15/24",
+        "@chaos ready host=node-",
         "init: expert mode: shell on the console (pid ",
     ] {
         vm.expect(line, BOOT_TIMEOUT).step();

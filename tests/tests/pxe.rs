@@ -1,10 +1,11 @@
 //! Network boot under QEMU with real firmware, real iPXE and real dnsmasq:
 //!
-//! - BIOS through QEMU's user network: its TFTP hands the NIC's boot ROM
-//!   (QEMU's ROMs are iPXE) the boot script, which fetches kernel and
-//!   initramfs over HTTP from `netboot`'s server on the host's loopback.
-//!   The same ROM also loads undionly.kpxe, the BIOS first stage, which
-//!   then boots the node through the ROM's PXE stack.
+//! - BIOS and UEFI through QEMU's user network: its TFTP hands the NIC's
+//!   boot ROM (QEMU's ROMs are iPXE, for SeaBIOS and for OVMF) the boot
+//!   script, which fetches kernel and initramfs over HTTP from `netboot`'s
+//!   server on the host's loopback. The same ROM also loads
+//!   undionly.kpxe, the BIOS first stage, which then boots the node
+//!   through the ROM's PXE stack.
 //! - UEFI through QEMU's user network: OVMF's PXE client fetches the unified
 //!   kernel image over TFTP (ipxe.efi is shown in the labs below, where
 //!   dnsmasq breaks iPXE's chain-loading loop).
@@ -15,15 +16,14 @@
 //! - An isolated network with `netboot serve --dhcp` as its only DHCP
 //!   server: a BIOS and a UEFI PC boot and lease from its range.
 
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Instant;
 
+use chaos_contract::fact;
 use chaos_tests::*;
 use netboot::boot::{self, SCRIPT};
+use netboot::netns::Output;
 use xtask::vm::{Firmware, Vm};
 
 /// A PXE tree for a test image, in build/tests/<name>.
@@ -36,19 +36,21 @@ fn tree(name: &str) -> (PathBuf, String) {
 }
 
 #[test]
-fn bios_pxe_over_the_user_network_fetches_the_kernel_over_http() {
-    let (root, append) = tree("pxe-user-bios");
-    let pxe = xtask::pxe::UserNetBios::serve(&root, &append).step();
-    let mut vm = boot(&pxe.config(SCRIPT));
-    vm.expect("init: ready", BOOT_TIMEOUT).step();
-    let downloads = pxe.downloads.lock().unwrap().clone();
-    for file in [boot::KERNEL, boot::INITRD] {
-        assert!(
-            downloads
-                .iter()
-                .any(|l| l.contains(&format!(" GET /{file} 200 "))),
-            "no HTTP download of {file}: {downloads:?}"
-        );
+fn pxe_over_the_user_network_fetches_the_kernel_over_http_on_bios_and_uefi() {
+    let (root, append) = tree("pxe-user-http");
+    for firmware in [Firmware::Bios, Firmware::Uefi] {
+        let pxe = xtask::pxe::UserNet::serve(&root, &append).step();
+        let mut vm = boot(&pxe.config(firmware, SCRIPT));
+        vm.expect("@chaos ready", BOOT_TIMEOUT).step();
+        let downloads = pxe.downloads.lock().unwrap().clone();
+        for file in [boot::KERNEL, boot::INITRD] {
+            assert!(
+                downloads
+                    .iter()
+                    .any(|l| l.contains(&format!(" GET /{file} 200 "))),
+                "{firmware:?}: no HTTP download of {file}: {downloads:?}"
+            );
+        }
     }
 }
 
@@ -60,7 +62,7 @@ fn undionly_kpxe_boots_the_node_through_the_nic_roms_pxe_stack() {
     // vendor's PXE ROM does, so here the ROM loads undionly.kpxe as any PXE
     // program and undionly drives the NIC through that API.
     let (root, append) = tree("pxe-undionly");
-    let pxe = xtask::pxe::UserNetBios::serve(&root, &append).step();
+    let pxe = xtask::pxe::UserNet::serve(&root, &append).step();
     xtask::pxe::copy(
         &root.join(boot::BIOS_FIRST_STAGE),
         &pxe.tftp.join(boot::BIOS_FIRST_STAGE),
@@ -80,8 +82,8 @@ fn undionly_kpxe_boots_the_node_through_the_nic_roms_pxe_stack() {
         ),
     )
     .unwrap();
-    let mut vm = boot(&pxe.config(chain));
-    vm.expect("init: ready", BOOT_TIMEOUT).step();
+    let mut vm = boot(&pxe.config(Firmware::Bios, chain));
+    vm.expect("@chaos ready", BOOT_TIMEOUT).step();
     let downloads = pxe.downloads.lock().unwrap().clone();
     for file in [SCRIPT, boot::KERNEL, boot::INITRD] {
         assert!(
@@ -107,15 +109,14 @@ fn uefi_pxe_over_the_user_network_boots_the_unified_kernel_image() {
     .step();
     let mut vm = boot(&xtask::pxe::uefi_user_net(&uki).step());
     vm.expect("NBP filename is chaos.efi", BOOT_TIMEOUT).step();
-    vm.expect("init: ready", BOOT_TIMEOUT).step();
+    vm.expect("@chaos ready", BOOT_TIMEOUT).step();
 }
 
 /// `netboot serve` as an administrator runs it; its output lines arrive on
 /// a channel so the test waits for events, not for time.
 struct Netboot {
     child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+    output: Output,
 }
 
 impl Netboot {
@@ -132,45 +133,33 @@ impl Netboot {
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting netboot");
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Netboot {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
+        let output = Output::of(&mut child);
+        Netboot { child, output }
     }
 
     /// Waits for a line containing every one of `needles`.
     fn expect(&mut self, needles: &[&str], timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self
-                .seen
-                .iter()
-                .find(|l| needles.iter().all(|n| l.contains(n)))
-            {
-                return line.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!(
-                    "netboot printed no line with {needles:?} in {} s; output:\n{}",
-                    timeout.as_secs(),
-                    self.seen.join("\n")
-                ),
-            }
+        self.output
+            .expect(needles, timeout)
+            .unwrap_or_else(|e| panic!("netboot serve: {e:#}"))
+    }
+
+    /// Waits until netboot's HTTP server has sent the kernel and the
+    /// initramfs to one of `addresses` (a PC's, as its firmware and iPXE
+    /// may each lease one): the large files went over HTTP, not TFTP.
+    fn expect_http_boot(&mut self, addresses: &[String]) {
+        for file in [boot::KERNEL, boot::INITRD] {
+            let request = format!("GET /{file} 200");
+            self.output
+                .expect_where(
+                    |l| {
+                        l.contains(&request)
+                            && addresses.iter().any(|a| l.contains(&format!("http: {a} ")))
+                    },
+                    &format!("with {request:?} from one of {addresses:?}"),
+                    STEP_TIMEOUT,
+                )
+                .unwrap_or_else(|e| panic!("netboot serve: {e:#}"));
         }
     }
 
@@ -270,8 +259,8 @@ fn proxy_dhcp_beside_the_lans_dhcp_server_boots_bios_and_uefi_pcs() {
 
     let mut bios = pc(&lab, "tap0", "52:54:00:00:90:01", Firmware::Bios);
     let mut uefi = pc(&lab, "tap1", "52:54:00:00:90:02", Firmware::Uefi);
-    bios.expect("init: ready", BOOT_TIMEOUT).step();
-    uefi.expect("init: ready", BOOT_TIMEOUT).step();
+    bios.expect("@chaos ready", BOOT_TIMEOUT).step();
+    uefi.expect("@chaos ready", BOOT_TIMEOUT).step();
 
     // Each PC got its address from the LAN's server, its boot from netboot.
     let leases = std::fs::read_to_string(&leases).unwrap();
@@ -281,6 +270,15 @@ fn proxy_dhcp_beside_the_lans_dhcp_server_boots_bios_and_uefi_pcs() {
             "{mac} has no lease from the LAN's DHCP server:\n{leases}"
         );
     }
+    // The UEFI PC took only iPXE by TFTP: its kernel and initramfs came
+    // over HTTP, to an address the LAN's server leased it (its firmware,
+    // iPXE and the node may each have taken one).
+    let uefi_addresses: Vec<String> = leases
+        .lines()
+        .filter(|l| l.contains("52:54:00:00:90:02"))
+        .filter_map(|l| l.split_whitespace().nth(2).map(String::from))
+        .collect();
+    netboot.expect_http_boot(&uefi_addresses);
     netboot.expect(&["sent", "ipxe.efi to 192.168.90.1"], STEP_TIMEOUT);
     for file in [SCRIPT, boot::KERNEL, boot::INITRD] {
         // Two PCs, two downloads each, from the LAN's addresses.
@@ -290,7 +288,7 @@ fn proxy_dhcp_beside_the_lans_dhcp_server_boots_bios_and_uefi_pcs() {
                 &["http: 192.168.90.1", &format!("GET /{file} 200")],
                 STEP_TIMEOUT,
             );
-            netboot.seen.retain(|l| l != &line);
+            netboot.output.seen.retain(|l| l != &line);
             from.push(line);
         }
     }
@@ -349,22 +347,37 @@ fn netboot_as_the_only_dhcp_server_leases_from_its_range_to_bios_and_uefi_pcs() 
         ),
     ];
     for (mac, mut vm) in pcs {
+        let uefi = mac.ends_with(":02");
         // The node's own DHCP, after the firmware's and iPXE's.
         let bound = vm
-            .expect_line("init: dhcp: eth0: bound to ", BOOT_TIMEOUT)
+            .expect_fact(fact::LEASE, &[("interface", "eth0")], BOOT_TIMEOUT)
             .step();
-        vm.expect("init: ready", STEP_TIMEOUT).step();
+        vm.expect("@chaos ready", STEP_TIMEOUT).step();
         let address: Ipv4Addr = bound
-            .split_once("bound to ")
-            .and_then(|(_, rest)| rest.split_once('/'))
+            .get("address")
+            .and_then(|a| a.split_once('/'))
             .and_then(|(ip, _)| ip.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {bound:?}"));
+            .unwrap_or_else(|| panic!("no address in {bound}"));
         assert!(
             (first..=last).contains(&address),
             "{mac} was bound to {address}, outside {range}: {bound}"
         );
-        assert!(bound.contains(" from 192.168.91.1 "), "{bound}");
+        assert_eq!(bound.get("server"), Some("192.168.91.1"), "{bound}");
         netboot.expect(&[&format!("DHCPACK(br0) {address} {mac}")], STEP_TIMEOUT);
+        if uefi {
+            // Every address netboot gave the UEFI PC (firmware, iPXE, node).
+            let addresses: Vec<String> = netboot
+                .output
+                .seen
+                .iter()
+                .filter_map(|l| {
+                    let mut words = l.split_whitespace().skip_while(|w| *w != "DHCPACK(br0)");
+                    let (_, ip, to) = (words.next()?, words.next()?, words.next()?);
+                    (to == mac).then(|| ip.to_string())
+                })
+                .collect();
+            netboot.expect_http_boot(&addresses);
+        }
     }
     for file in [boot::KERNEL, boot::INITRD] {
         netboot.expect(
@@ -372,6 +385,53 @@ fn netboot_as_the_only_dhcp_server_leases_from_its_range_to_bios_and_uefi_pcs() 
             STEP_TIMEOUT,
         );
     }
+}
+
+#[test]
+fn uefi_http_boot_from_netboot_as_the_dhcp_server_needs_no_tftp() {
+    require_root();
+    let (root, _) = tree("pxe-http-boot");
+    let lab = Netns::new("pxe-http");
+    switch(&lab, &["tap0"]);
+    lab.run(&["ip", "addr", "add", "192.168.92.1/24", "dev", "br0"]);
+    let args = [
+        "--interface",
+        "br0",
+        "--dhcp",
+        "192.168.92.100-192.168.92.109",
+    ];
+    let mut netboot = Netboot::start(&lab, &root, &args);
+    netboot.expect(&["serving br0 (192.168.92.1)"], STEP_TIMEOUT);
+    http_boot(
+        &lab,
+        "52:54:00:00:92:01",
+        &mut netboot,
+        "http: 192.168.92.1",
+    );
+}
+
+/// Boots a UEFI PC set to HTTP Boot on `lab`'s tap0 and checks that the
+/// firmware fetched iPXE, and iPXE the script, kernel and initramfs, all
+/// from netboot's HTTP server (log lines starting `from`), and nothing
+/// from its TFTP server.
+fn http_boot(lab: &Netns, mac: &str, netboot: &mut Netboot, from: &str) {
+    let netdev = "tap,id=n0,ifname=tap0,script=no,downscript=no";
+    let device = format!("virtio-net-pci,netdev=n0,mac={mac},romfile=");
+    let mut config = xtask::pxe::uefi_http_boot(netdev, &device);
+    config.wrapper = lab.wrapper();
+    let mut vm = boot(&config);
+    vm.expect("Start HTTP Boot over IPv4", BOOT_TIMEOUT).step();
+    vm.expect("@chaos ready", BOOT_TIMEOUT).step();
+    for file in [boot::UEFI_FIRST_STAGE, SCRIPT, boot::KERNEL, boot::INITRD] {
+        netboot.expect(&[from, &format!("GET /{file} 200")], STEP_TIMEOUT);
+    }
+    let tftp: Vec<&String> = netboot
+        .output
+        .seen
+        .iter()
+        .filter(|l| l.contains("dnsmasq-tftp") && !l.contains("TFTP root is"))
+        .collect();
+    assert!(tftp.is_empty(), "TFTP was used: {tftp:?}");
 }
 
 /// Whether any process has `needle` in its command line.

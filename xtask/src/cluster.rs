@@ -7,6 +7,7 @@
 //! (PXE configs and /proc/cmdline are world-readable), and the head's
 //! private key only ever goes into the head's own image.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
@@ -17,18 +18,16 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use chaos_agent::keys::{self, ClusterIdentity, HeadIdentity};
 use chaos_agent::keys::{BEACON_PUB, CLUSTER_KEY, HEAD_ADDRESS, HEAD_KEY, HEAD_PUB};
-use chaos_init::service::{Restart, Service};
+use chaos_contract::fact::{self, Fact};
+use chaos_contract::paths::{self, IDENTITY};
+use chaos_contract::service::{Restart, Service};
 use mkimage::Spec;
 
 use crate::image::{self, KernelChoice, Written};
 use crate::kernel::Kernel;
 use crate::node::Binaries;
+use crate::slurm;
 use crate::vm::{Config, Hub, Vm};
-
-/// Where the image carries tyd.
-pub const TYD: &str = "/sbin/tyd";
-/// Where tyd looks for the cluster identity (its default `--dir`).
-pub const IDENTITY_DIR: &str = "/etc/chaos/tyd";
 
 /// What a node image does in its cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,13 +64,13 @@ pub fn add(spec: &mut Spec, membership: &Membership) -> anyhow::Result<()> {
         )
     };
     let cluster = ClusterIdentity::load(dir).with_context(context)?;
-    let path = |name: &str| format!("{IDENTITY_DIR}/{name}");
+    let path = |name: &str| format!("{IDENTITY}/{name}");
     let key_file = |key: &[u8; 32]| format!("{}\n", keys::hex(key));
-    spec.dir(IDENTITY_DIR, 0o700)?;
+    spec.dir(chaos_contract::paths::IDENTITY, 0o700)?;
     spec.file(&path(HEAD_PUB), 0o644, key_file(&cluster.head_public))?;
     spec.file(&path(BEACON_PUB), 0o644, key_file(&cluster.beacon_public))?;
     spec.file(&path(CLUSTER_KEY), 0o600, key_file(&cluster.cluster_key))?;
-    let mut service = Service::new("tyd", TYD);
+    let mut service = Service::new("tyd", paths::TYD);
     match role {
         Role::Head => {
             let head = HeadIdentity::load(dir).with_context(context)?;
@@ -88,7 +87,24 @@ pub fn add(spec: &mut Spec, membership: &Membership) -> anyhow::Result<()> {
                 );
             }
             spec.file(&path(HEAD_KEY), 0o600, key_file(&head.keypair.private))?;
-            service.args = vec!["serve".into()];
+            // The cluster's munge key, made beside the identity on first
+            // use: the head's image is its own machine's, never served.
+            let (munge_key, _) = keys::munge_key(dir).with_context(context)?;
+            spec.file(&path(keys::MUNGE_KEY), 0o600, munge_key)?;
+            // The default admission: the window tyd serve opens at start
+            // admits the drones booting with it, with no one typing.
+            service.args = [
+                "serve",
+                "--slurm",
+                "--slurm-conf",
+                slurm::HEAD_CONF_DIR,
+                "--munge-key",
+                paths::MUNGE_KEY,
+                "--slurm-state",
+                slurm::HEAD_STATE_DIR,
+            ]
+            .map(String::from)
+            .to_vec();
         }
         Role::Drone { head } => {
             if let Some(head) = head {
@@ -100,7 +116,21 @@ pub fn add(spec: &mut Spec, membership: &Membership) -> anyhow::Result<()> {
             service.restart = Restart::OnFailure;
         }
     }
-    image::add_service(spec, &service)
+    // The firewall guards the whole node, not only the cluster's traffic,
+    // and tyd keeps the node (clock, name, accounts, key) as a member.
+    service
+        .args
+        .extend(["--firewall", "node", "--manage-node"].map(String::from));
+    image::add_service(spec, &service)?;
+    let profile = match role {
+        Role::Head => slurm::Profile::Head,
+        Role::Drone { .. } => slurm::Profile::Drone,
+    };
+    slurm::add(spec, profile)?;
+    for service in slurm::services(profile) {
+        image::add_service(spec, &service)?;
+    }
+    Ok(())
 }
 
 /// The private segment's address plan: the head at 10.77.0.1, drone `i`
@@ -153,15 +183,25 @@ pub struct Images {
 
 /// Builds build/cluster's head and drone images from `dir`'s identity.
 /// The drones carry no head address: they find the head by its beacon,
-/// as a lab's PCs do.
-pub fn images(kernel: &Kernel, binaries: &Binaries, dir: &Path) -> anyhow::Result<Images> {
+/// as a lab's PCs do. With `demo`, the head runs the demonstration once
+/// that many drones are idle in Slurm.
+pub fn images(
+    kernel: &Kernel,
+    binaries: &Binaries,
+    dir: &Path,
+    demo: Option<usize>,
+) -> anyhow::Result<Images> {
     let build = |role: Role, name: &str| -> anyhow::Result<Written> {
         let mut spec = image::base_spec(kernel, binaries)?;
+        let head = role == Role::Head;
         let membership = Membership {
             dir: dir.to_path_buf(),
             role,
         };
         add(&mut spec, &membership)?;
+        if let (true, Some(drones)) = (head, demo) {
+            add_demo(&mut spec, binaries, drones)?;
+        }
         let written = image::write(&spec, &dir.join(format!("{name}.cpio.gz")))?;
         // The images hold the cluster's keys.
         std::fs::set_permissions(&written.path, std::fs::Permissions::from_mode(0o600))?;
@@ -170,6 +210,57 @@ pub fn images(kernel: &Kernel, binaries: &Binaries, dir: &Path) -> anyhow::Resul
     Ok(Images {
         head: build(Role::Head, "head")?,
         drone: build(Role::Drone { head: None }, "drone")?,
+    })
+}
+
+/// Where the demonstration's program and script are in the head's image.
+const PRIMES: &str = "/usr/local/bin/primes";
+const DEMO: &str = "/usr/local/lib/chaos-demo.sh";
+/// The demonstration's bound, and the count of primes below it.
+pub const PRIMES_BELOW: (u64, u64) = (20_000_000, 1_270_607);
+/// The demonstration's last line starts so, then `ok` or what failed.
+const DEMO_DONE: &str = "finished: ";
+
+/// The demonstration, run on the head once `drones` drones are idle in
+/// Slurm: `srun -N drones hostname`, then a CPU-bound job whose result is
+/// known, split across the drones. The drones carry nothing but their
+/// image: srun itself copies the program to them (`--bcast`).
+fn add_demo(spec: &mut Spec, binaries: &Binaries, drones: usize) -> anyhow::Result<()> {
+    let (limit, expected) = PRIMES_BELOW;
+    let script = format!(
+        "n={drones}\n\
+         until [ \"$(sinfo -h -N -t idle -o %N 2>/dev/null | sort -u | wc -l)\" -ge $n ]; do sleep 0.5; done\n\
+         echo \"demo: $n drones are idle in Slurm\"\n\
+         echo \"demo: \\$ srun -N $n hostname\"\n\
+         srun -N $n hostname 2>&1 | sort | sed 's/^/demo:   /'\n\
+         echo \"demo: \\$ srun -N $n --bcast=/tmp/primes {PRIMES} {limit}\"\n\
+         started=$(date +%s)\n\
+         out=$(srun -N $n --ntasks-per-node=1 --bcast=/tmp/primes {PRIMES} {limit} 2>&1)\n\
+         echo \"$out\" | sed 's/^/demo:   /'\n\
+         total=$(echo \"$out\" | awk '$1 == \"primes\" {{ s += $2 }} END {{ print s + 0 }}')\n\
+         echo \"demo: primes below {limit}: $total, counted by $n nodes in $(( $(date +%s) - started )) s\"\n\
+         if [ \"$total\" = {expected} ]; then echo 'demo: {DEMO_DONE}ok'; \
+         else echo 'demo: {DEMO_DONE}expected {expected}'; fi\n"
+    );
+    spec.file_from(PRIMES, 0o755, &binaries.primes)?;
+    spec.file(DEMO, 0o644, script)?;
+    let mut demo = Service::new("demo", "/bin/sh");
+    demo.args = vec![DEMO.into()];
+    demo.restart = Restart::Never;
+    demo.when = Some(paths::JOINED.into());
+    image::add_service(spec, &demo)
+}
+
+/// [`image::build`], made a member of `cluster` when there is one
+/// (`cargo xtask image --cluster`, and pxe, iso and appliance).
+pub fn build_image(
+    out: &Path,
+    choice: KernelChoice,
+    cluster: Option<&Membership>,
+) -> anyhow::Result<(Kernel, Written)> {
+    image::build_with(out, choice, |spec| match cluster {
+        Some(membership) => add(spec, membership),
+        None => Ok(()),
     })
 }
 
@@ -184,6 +275,134 @@ pub fn node_config(
 ) -> anyhow::Result<Config> {
     let append = format!("{} {} {extra}", ip_arg(index), image.root_digest_arg());
     Config::new(&kernel.vmlinuz, &image.path, append.trim()).hub_net(hub)
+}
+
+/// The user at the head's shell on this terminal: each line typed goes to
+/// the head's serial console, whatever it prints comes back, until the
+/// shell is left (`exit`, `logout`, Ctrl-D) or Ctrl-C. The consoles keep
+/// going to their logs meanwhile.
+fn shell(nodes: &mut [Node]) -> anyhow::Result<()> {
+    println!(
+        "qemu-cluster: the demonstration is over and the cluster runs on. You are at the \
+         head's shell: sinfo, squeue, srun, sbatch work as on any Slurm cluster \
+         (for example `srun -N {} hostname`); `exit`, Ctrl-D or Ctrl-C stops every VM.",
+        nodes.len() - 1
+    );
+    let _echo = Echo::off();
+    let (lines, typed) = std::sync::mpsc::channel::<String>();
+    // Reading stdin blocks; a thread that ends with the process does it.
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let prompt = format!("{}:", nodes[0].name);
+    let mut shown = nodes[0].vm.console().len();
+    // A line goes to the shell only once it shows its prompt again: what is
+    // typed ahead would go to whatever reads the terminal meanwhile (srun
+    // passes its stdin to the job), and lines piped in arrive at once.
+    let mut waiting: VecDeque<String> = VecDeque::new();
+    let mut since_typed = shown;
+    nodes[0].vm.type_serial("\n")?;
+    let mut input_done = false;
+    let mut leaving: Option<Instant> = None;
+    while !STOP.load(Ordering::Relaxed) {
+        match typed.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => waiting.push_back(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => input_done = true,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        for node in nodes.iter_mut() {
+            let console = node.vm.console();
+            node.log_console(&console)?;
+        }
+        let head = nodes[0].vm.console();
+        // The shell's line editor asks the terminal where its cursor is;
+        // a terminal that saw the question would answer into the next line.
+        // The serial line delivers it byte by byte, so a part of it at the
+        // end waits for the rest.
+        let fresh = &head[shown..];
+        let partial = (1..CURSOR_QUERY.len())
+            .rev()
+            .find(|&n| fresh.ends_with(&CURSOR_QUERY[..n]))
+            .unwrap_or(0);
+        let complete = &fresh[..fresh.len() - partial];
+        let mut out = std::io::stdout().lock();
+        out.write_all(complete.replace(CURSOR_QUERY, "").as_bytes())?;
+        out.flush()?;
+        shown = head.len() - partial;
+        let at_prompt = head[since_typed..].lines().any(|l| {
+            let l = l.trim_start_matches('\r');
+            l.starts_with(&prompt) && l.contains("# ")
+        });
+        if !at_prompt {
+            if leaving.is_some_and(|since| since.elapsed() > SHELL_FINISH) {
+                println!(
+                    "\nqemu-cluster: the head's shell did not finish within {} s; stopping anyway",
+                    SHELL_FINISH.as_secs()
+                );
+                break;
+            }
+            continue;
+        }
+        match waiting.pop_front() {
+            Some(line) if matches!(line.trim(), "exit" | "logout") => break,
+            Some(line) => {
+                since_typed = head.len();
+                nodes[0].vm.type_serial(&format!("{line}\n"))?;
+            }
+            None if input_done => break,
+            None => {}
+        }
+        if input_done && leaving.is_none() {
+            leaving = Some(Instant::now());
+        }
+    }
+    println!();
+    Ok(())
+}
+
+/// A terminal's "where is the cursor?" (DSR 6).
+const CURSOR_QUERY: &str = "\x1b[6n";
+
+/// How long the shell may take to finish what was typed before the user
+/// left it.
+const SHELL_FINISH: Duration = Duration::from_secs(300);
+
+/// The terminal's own echo off while the head's shell echoes what is
+/// typed (so each line shows once), back on when dropped; nothing when
+/// stdin is no terminal.
+struct Echo(Option<libc::termios>);
+
+impl Echo {
+    fn off() -> Echo {
+        // SAFETY: tcgetattr and tcsetattr on stdin with a termios of our
+        // own; a failure leaves the terminal as it was.
+        unsafe {
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut saved) != 0 {
+                return Echo(None);
+            }
+            let mut quiet = saved;
+            quiet.c_lflag &= !libc::ECHO;
+            if libc::tcsetattr(0, libc::TCSANOW, &quiet) != 0 {
+                return Echo(None);
+            }
+            Echo(Some(saved))
+        }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            // SAFETY: restores the attributes read in `off`.
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, saved) };
+        }
+    }
 }
 
 /// A node of a running QEMU cluster.
@@ -204,12 +423,15 @@ impl Node {
     }
 }
 
-/// One node as the live table shows it, read from its console.
+/// One node as the live table shows it, read from the facts on its
+/// console ([`chaos_contract::fact`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Row {
     pub state: String,
     pub overlay: String,
     pub peers: Option<usize>,
+    /// The node's name in the cluster, once it has one.
+    pub name: Option<String>,
 }
 
 /// What a node's console says about it: the last word of init and tyd
@@ -220,55 +442,58 @@ pub fn row(console: &str) -> Row {
         state: "booting".into(),
         overlay: "-".into(),
         peers: None,
+        name: None,
     };
     let mut members = std::collections::BTreeSet::new();
-    let number_after = |line: &str, before: &str| -> Option<usize> {
-        let rest = &line[line.find(before)? + before.len()..];
-        rest.split(|c: char| !c.is_ascii_digit())
-            .next()?
-            .parse()
-            .ok()
-    };
-    for line in console.lines() {
-        if line.contains("init: ready") {
-            row.state = "up".into();
-        } else if line.contains("service tyd exited") {
-            row.state = "tyd exited".into();
-        } else if let Some(at) = line.rfind("tyd: ") {
-            // init prefixes each service's lines with its name; tyd's own
-            // prefix follows.
-            let rest = &line[at + "tyd: ".len()..];
-            if rest.contains("serving joins on") {
-                row.state = "serving".into();
-                row.peers = Some(0);
-            } else if rest.contains("; joining head") || rest.starts_with("found head") {
-                row.state = "joining".into();
-            } else if rest.contains("listening for the head's beacon") {
-                row.state = "listening".into();
-            } else if rest.starts_with("join failed") {
-                row.state = "retrying".into();
-            } else if rest.starts_with("session with the head ended") {
-                row.state = "rejoining".into();
-            } else if rest.starts_with("joined as node") {
-                row.state = "joined".into();
-                row.peers = number_after(rest, "(");
-            } else if rest.starts_with("mesh now has") {
-                row.peers = number_after(rest, "has ");
-            } else if let Some(address) = rest.strip_prefix("wg0 up with ") {
-                row.overlay = address.split('/').next().unwrap_or("-").to_string();
-            } else if rest.contains(" joined as node ") {
-                members.extend(number_after(rest, "as node "));
-                row.peers = Some(members.len());
-            } else if let Some(id) = rest
-                .strip_prefix("node ")
-                .filter(|r| r.ends_with(" left") || r.contains(" expired"))
+    for fact in Fact::all(console) {
+        let get = |key| fact.get(key).map(str::to_string);
+        match fact.kind.as_str() {
+            fact::READY if row.state == "booting" => row.state = "up".into(),
+            fact::SERVICE
+                if fact.matches(fact::SERVICE, &[("name", "tyd"), ("state", "given-up")]) =>
             {
-                members.remove(&number_after(id, "").unwrap_or(0));
+                row.state = "tyd gave up".into()
+            }
+            fact::NODE => {
+                row.state = get("state").unwrap_or_default();
+                if let Some(overlay) = get("overlay") {
+                    row.overlay = overlay.split('/').next().unwrap_or("-").to_string();
+                }
+                row.name = get("name").or(row.name.take());
+                match fact.get("peers").and_then(|p| p.parse().ok()) {
+                    Some(peers) => row.peers = Some(peers),
+                    None if row.state == "serving" => row.peers = Some(members.len()),
+                    None => {}
+                }
+            }
+            fact::MEMBER => {
+                let node = get("node").unwrap_or_default();
+                if fact.get("state") == Some("up") {
+                    members.insert(node);
+                } else {
+                    members.remove(&node);
+                }
                 row.peers = Some(members.len());
             }
+            _ => {}
         }
     }
     row
+}
+
+/// Every node's Slurm state by name, as the head's tyd last reported it.
+pub fn slurm_states(head_console: &str) -> BTreeMap<String, String> {
+    let mut states = BTreeMap::new();
+    for fact in Fact::all(head_console).filter(|f| f.kind == fact::SLURM) {
+        if let (Some(name), Some(state)) = (fact.get("name"), fact.get("state")) {
+            if state == "gone" {
+                states.remove(name);
+            } else {
+                states.insert(name.to_string(), state.to_string());
+            }
+        }
+    }
+    states
 }
 
 /// Set by SIGINT and SIGTERM: `qemu-cluster` stops its VMs and returns.
@@ -281,17 +506,17 @@ extern "C" fn request_stop(_: libc::c_int) {
 /// `cargo xtask qemu-cluster`: a head and `drones` drones under QEMU on a
 /// private segment on loopback, a live table of their state until Ctrl-C,
 /// then every VM stopped.
-pub fn run(choice: KernelChoice, drones: usize) -> anyhow::Result<()> {
+pub fn run(choice: KernelChoice, drones: usize, once: bool) -> anyhow::Result<()> {
     if !(1..=MAX_DRONES).contains(&drones) {
         bail!("-n {drones}: expected 1 to {MAX_DRONES} drones");
     }
     let sh = crate::shell()?;
-    let dir = crate::build_dir().join("cluster");
+    let dir = work_dir();
     identity(&dir)?;
     println!("qemu-cluster: building the node binaries (static musl)");
     let binaries = crate::node::build()?;
     let kernel = choice.get(&sh)?;
-    let images = images(&kernel, &binaries, &dir)?;
+    let images = images(&kernel, &binaries, &dir, Some(drones))?;
     println!(
         "qemu-cluster: images {} and {} (kernel {})",
         images.head.path.display(),
@@ -315,8 +540,10 @@ pub fn run(choice: KernelChoice, drones: usize) -> anyhow::Result<()> {
         };
         let name = node_name(index);
         let log = dir.join(format!("{name}.log"));
+        // The head's console is the user's shell after the demonstration.
+        let extra = if index == 0 { "chaos.mode=expert" } else { "" };
         nodes.push(Node {
-            vm: Vm::start(&node_config(&kernel, image, &hub, index, "")?)?,
+            vm: Vm::start(&node_config(&kernel, image, &hub, index, extra)?)?,
             name,
             lan: lan_address(index),
             log: std::fs::File::create(&log)
@@ -329,7 +556,12 @@ pub fn run(choice: KernelChoice, drones: usize) -> anyhow::Result<()> {
          (consoles in {}/*.log); Ctrl-C stops them",
         dir.display()
     );
-    let result = watch(&mut nodes, drones);
+    let result = watch(&mut nodes, drones, once).and_then(|()| {
+        if once || STOP.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        shell(&mut nodes)
+    });
     let count = nodes.len();
     drop(nodes);
     drop(hub);
@@ -337,11 +569,24 @@ pub fn run(choice: KernelChoice, drones: usize) -> anyhow::Result<()> {
     result
 }
 
-/// Prints the table whenever it changes, until asked to stop.
-fn watch(nodes: &mut [Node], drones: usize) -> anyhow::Result<()> {
+/// Where qemu-cluster and its measurement keep the cluster's identity,
+/// images and consoles.
+fn work_dir() -> PathBuf {
+    crate::build_dir().join("cluster")
+}
+
+/// How long `--once` waits for the demonstration to end: a cluster that
+/// has not run it by then will not (under TCG it takes about a minute).
+const ONCE_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Prints the table whenever it changes and the demonstration's lines as
+/// they come, until the demonstration ends (with `once`, its outcome is
+/// the result) or the user stops it.
+fn watch(nodes: &mut [Node], drones: usize, once: bool) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut shown = Vec::new();
+    let mut shown = (Vec::new(), BTreeMap::new());
     let mut converged = false;
+    let mut demo_lines = 0;
     while !STOP.load(Ordering::Relaxed) {
         let mut rows = Vec::new();
         for node in nodes.iter_mut() {
@@ -349,9 +594,11 @@ fn watch(nodes: &mut [Node], drones: usize) -> anyhow::Result<()> {
             node.log_console(&console)?;
             rows.push(row(&console));
         }
-        if rows != shown {
+        let head = nodes[0].vm.console();
+        let slurm = slurm_states(&head);
+        if (&rows, &slurm) != (&shown.0, &shown.1) {
             println!("\n{:.1} s", started.elapsed().as_secs_f64());
-            print!("{}", table(nodes, &rows));
+            print!("{}", table(nodes, &rows, &slurm));
             if !converged && rows.iter().all(|r| r.peers == Some(drones)) {
                 converged = true;
                 println!(
@@ -359,28 +606,54 @@ fn watch(nodes: &mut [Node], drones: usize) -> anyhow::Result<()> {
                     started.elapsed().as_secs_f64()
                 );
             }
-            shown = rows;
+            shown = (rows, slurm);
+        }
+        let demo: Vec<&str> = head
+            .lines()
+            .filter_map(|l| l.split_once("demo: demo: ").map(|(_, rest)| rest))
+            .collect();
+        for line in &demo[demo_lines..] {
+            println!("qemu-cluster: {line}");
+            if let Some(outcome) = line.strip_prefix(DEMO_DONE) {
+                return match (outcome, once) {
+                    ("ok", _) | (_, false) => Ok(()),
+                    (failed, true) => bail!("the demonstration failed: {failed}"),
+                };
+            }
+        }
+        demo_lines = demo.len();
+        if once && started.elapsed() >= ONCE_DEADLINE {
+            bail!(
+                "the demonstration did not end within {} s (the consoles are in {}/*.log)",
+                ONCE_DEADLINE.as_secs(),
+                work_dir().display()
+            );
         }
         // A display refresh, not a synchronisation: the consoles are
         // re-read a few times a second.
         std::thread::sleep(Duration::from_millis(250));
     }
+    if once {
+        bail!("stopped before the demonstration ended");
+    }
     Ok(())
 }
 
-fn table(nodes: &[Node], rows: &[Row]) -> String {
+fn table(nodes: &[Node], rows: &[Row], slurm: &BTreeMap<String, String>) -> String {
     let mut out = format!(
-        "{:<8} {:<12} {:<12} {:<16} {}\n",
-        "NODE", "LAN", "OVERLAY", "STATE", "PEERS"
+        "{:<8} {:<12} {:<12} {:<16} {:<6} {}\n",
+        "NODE", "LAN", "OVERLAY", "STATE", "PEERS", "SLURM"
     );
     for (node, row) in nodes.iter().zip(rows) {
         let peers = row.peers.map_or_else(|| "-".into(), |p| p.to_string());
+        let state = row.name.as_ref().and_then(|n| slurm.get(n));
         out.push_str(&format!(
-            "{:<8} {:<12} {:<12} {:<16} {peers}\n",
+            "{:<8} {:<12} {:<12} {:<16} {peers:<6} {}\n",
             node.name,
             node.lan.to_string(),
             row.overlay,
-            row.state
+            row.state,
+            state.map_or("-", String::as_str)
         ));
     }
     out
@@ -388,7 +661,8 @@ fn table(nodes: &[Node], rows: &[Row]) -> String {
 
 /// Join and convergence times of a QEMU cluster, as the host saw them on
 /// the consoles (TCG, every VM started at once but the head, which is
-/// serving first).
+/// serving first), and how long Slurm took to have every drone idle and
+/// to run the demonstration.
 #[derive(Clone, Debug)]
 pub struct Convergence {
     pub drones: usize,
@@ -400,43 +674,52 @@ pub struct Convergence {
     /// From the last drone's init starting to the last drone's mesh
     /// holding every other node (DESIGN.md's "converged" budget).
     pub converged: Duration,
+    /// From the last drone's init starting to every drone idle in Slurm.
+    pub idle: Duration,
+    /// From the first QEMU start to every drone idle in Slurm, and to the
+    /// end of the demonstration.
+    pub idle_from_start: Duration,
+    pub demo_from_start: Duration,
+    /// `srun -N <drones> hostname` on the head, start to end (guest time).
+    pub srun_hostname: Duration,
 }
 
-/// Boots build/cluster's head and `drones` drones and measures how they
-/// join and converge; for `cargo xtask bench`.
+/// Boots a head and `drones` drones (Debian's kernel or the custom one)
+/// and measures how they join, converge and run the demonstration; for
+/// `cargo xtask bench`.
 pub fn measure(choice: KernelChoice, drones: usize) -> anyhow::Result<Convergence> {
     const BOOT: Duration = Duration::from_secs(300);
-    const STEP: Duration = Duration::from_secs(60);
+    const STEP: Duration = Duration::from_secs(120);
     if !(1..=MAX_DRONES).contains(&drones) {
         bail!("{drones} drones: expected 1 to {MAX_DRONES}");
     }
-    let dir = crate::build_dir().join("cluster");
+    let dir = work_dir();
     identity(&dir)?;
     let binaries = crate::node::build()?;
     let kernel = choice.get(&crate::shell()?)?;
-    let images = images(&kernel, &binaries, &dir)?;
+    let images = images(&kernel, &binaries, &dir, Some(drones))?;
     let hub = Hub::start()?;
+    let start = Instant::now();
     let mut head = Vm::start(&node_config(&kernel, &images.head, &hub, 0, "")?)?;
-    head.expect("serving joins on", BOOT)?;
+    head.expect_fact(fact::NODE, &[("state", "serving")], BOOT)?;
     let mut vms = (1..=drones)
         .map(|i| Vm::start(&node_config(&kernel, &images.drone, &hub, i, "")?))
         .collect::<anyhow::Result<Vec<Vm>>>()?;
-    // One thread per drone, so each event is timed as its line arrives.
-    let drones_seen = std::thread::scope(|scope| {
+    // One thread per VM, so each event is timed as its line arrives.
+    let (drones_seen, head_seen) = std::thread::scope(|scope| {
         let threads: Vec<_> = vms
             .iter_mut()
             .map(|vm| scope.spawn(move || watch_drone(vm, drones, BOOT, STEP)))
             .collect();
-        threads
+        let head = scope.spawn(|| watch_demo(&mut head, BOOT, STEP));
+        let drones = threads
             .into_iter()
-            .map(|t| {
-                t.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a timing thread panicked")))
-            })
-            .collect::<anyhow::Result<Vec<DroneTimes>>>()
-    })?;
+            .map(joined)
+            .collect::<anyhow::Result<Vec<DroneTimes>>>();
+        (drones, joined(head))
+    });
+    let (drones_seen, head_seen) = (drones_seen?, head_seen?);
     drop(vms);
-    drop(head);
     let last = |pick: fn(&DroneTimes) -> Instant| {
         drones_seen
             .iter()
@@ -449,6 +732,42 @@ pub fn measure(choice: KernelChoice, drones: usize) -> anyhow::Result<Convergenc
         joins: drones_seen.iter().map(|d| d.joined - d.tyd).collect(),
         tyd_joins: drones_seen.iter().map(|d| d.tyd_join).collect(),
         converged: last(|d| d.meshed) - last(|d| d.init),
+        idle: head_seen.idle.saturating_duration_since(last(|d| d.init)),
+        idle_from_start: head_seen.idle - start,
+        demo_from_start: head_seen.done - start,
+        srun_hostname: head_seen.srun_hostname,
+    })
+}
+
+fn joined<T>(thread: std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>) -> anyhow::Result<T> {
+    thread
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("a timing thread panicked")))
+}
+
+/// When the head's demonstration saw every drone idle and ended, and how
+/// long its `srun hostname` took.
+struct DemoTimes {
+    idle: Instant,
+    done: Instant,
+    srun_hostname: Duration,
+}
+
+fn watch_demo(head: &mut Vm, boot: Duration, step: Duration) -> anyhow::Result<DemoTimes> {
+    head.expect("drones are idle in Slurm", boot)?;
+    let idle = Instant::now();
+    let started = head.expect_line("demo: demo: $ srun -N", step)?;
+    let ended = head.expect_line("demo: demo: $ srun -N", step)?;
+    let done = head.expect_line(&format!("demo: demo: {DEMO_DONE}"), step)?;
+    let done_at = Instant::now();
+    if !done.ends_with(&format!("{DEMO_DONE}ok")) {
+        bail!("the demonstration failed: {done}");
+    }
+    let seconds = crate::vm::timestamp(&ended)? - crate::vm::timestamp(&started)?;
+    Ok(DemoTimes {
+        idle,
+        done: done_at,
+        srun_hostname: Duration::from_secs_f64(seconds.max(0.0)),
     })
 }
 
@@ -467,22 +786,25 @@ fn watch_drone(
     boot: Duration,
     step: Duration,
 ) -> anyhow::Result<DroneTimes> {
-    vm.expect("Run /init as init process", boot)?;
+    // The kernel's own line.
+    vm.expect(crate::timeline::HANDOFF, boot)?;
     let init = Instant::now();
-    // tyd's first line, whether it was told the head or listens for it.
-    vm.expect(" key fingerprint ", boot)?;
+    // tyd's first word, whether it was told the head or listens for it.
+    vm.expect_fact(fact::NODE, &[], boot)?;
     let tyd = Instant::now();
-    // "joined as node 3 with overlay address 10.99.0.3/16 (2 peers) in 626 ms"
-    let line = vm.expect_line("joined as node", step)?;
+    let joined_fact = vm.expect_fact(fact::NODE, &[("state", "joined")], step)?;
     let joined = Instant::now();
-    let peers = line
-        .split(" (")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next()?.parse::<usize>().ok());
-    let tyd_join = chaos_agent::bench::join_time(&line)
-        .with_context(|| format!("no join time in {line:?}"))?;
-    if peers != Some(drones) {
-        vm.expect(&format!("mesh now has {drones} peers"), step)?;
+    let number = |key| joined_fact.get(key).and_then(|v| v.parse::<u64>().ok());
+    let tyd_join = number("ms")
+        .map(Duration::from_millis)
+        .with_context(|| format!("no join time in {joined_fact}"))?;
+    if number("peers") != Some(drones as u64) {
+        let peers = drones.to_string();
+        vm.expect_fact(
+            fact::NODE,
+            &[("state", "joined"), ("peers", peers.as_str())],
+            step,
+        )?;
     }
     Ok(DroneTimes {
         init,
@@ -505,36 +827,44 @@ mod tests {
     }
 
     #[test]
-    fn rows_follow_the_console() {
+    fn rows_follow_the_facts_not_the_words() {
         let drone = "\
             [ 1.0] init: ready: drone1 as pid 1\n\
-            [ 1.1] tyd: node drone1 key fingerprint 1234; no head address given: \
-            listening for the head's beacon on UDP port 7701\n\
-            [ 1.2] tyd: found head 10.77.0.1:7700 by its beacon\n\
-            [ 1.2] tyd: join failed, retrying: connecting to 10.77.0.1:7700: refused\n\
-            [ 2.0] tyd: wg0 up with 10.99.0.2/16, firewall table inet chaos loaded\n\
-            [ 2.1] tyd: tyd: joined as node 2 with overlay address 10.99.0.2/16 (1 peers) in 80 ms\n\
-            [ 3.0] tyd: mesh now has 2 peers\n";
+            [ 1.0] init: @chaos ready host=drone1\n\
+            [ 1.1] tyd: tyd: @chaos node state=listening\n\
+            [ 1.2] tyd: tyd: @chaos node state=joining head=10.77.0.1:7700\n\
+            [ 1.2] tyd: tyd: @chaos node state=retrying head=10.77.0.1:7700\n\
+            [ 2.1] tyd: tyd: joined as node 2, whatever the words say\n\
+            [ 2.1] tyd: tyd: @chaos node state=joined node=2 name=drone1 \
+            overlay=10.99.0.2/16 head=10.77.0.1:7700 peers=1 ms=80\n\
+            [ 3.0] tyd: tyd: @chaos node state=joined node=2 name=drone1 \
+            overlay=10.99.0.2/16 head=10.77.0.1:7700 peers=2\n";
         let want = Row {
             state: "joined".into(),
             overlay: "10.99.0.2".into(),
             peers: Some(2),
+            name: Some("drone1".into()),
         };
         assert_eq!(row(drone), want);
         let head = "\
-            tyd: head head serving joins on 0.0.0.0:7700 (overlay 10.99.0.0/16)\n\
-            tyd: drone1 joined as node 2 with overlay address 10.99.0.2 from 10.77.0.2:4000\n\
-            tyd: drone2 joined as node 3 with overlay address 10.99.0.3 from 10.77.0.3:4000\n\
-            tyd: node 2 expired (no heartbeat)\n";
+            tyd: @chaos node state=serving name=head overlay=10.99.0.1/16 listen=0.0.0.0:7700\n\
+            tyd: @chaos member node=2 name=drone1 state=up overlay=10.99.0.2\n\
+            tyd: @chaos member node=3 name=drone2 state=up overlay=10.99.0.3\n\
+            tyd: @chaos slurm name=drone1 state=idle\n\
+            tyd: @chaos slurm name=drone2 state=idle\n\
+            tyd: @chaos member node=2 name=drone1 state=expired\n\
+            tyd: @chaos slurm name=drone1 state=gone\n";
         assert_eq!(row(head).peers, Some(1));
         assert_eq!(row(head).state, "serving");
+        let slurm = slurm_states(head);
+        assert_eq!(slurm.len(), 1);
+        assert_eq!(slurm["drone2"], "idle");
         assert_eq!(row("").state, "booting");
-        let listening = "tyd: node d key fingerprint 1; no head address given: \
-                         listening for the head's beacon on UDP port 7701\n";
-        assert_eq!(row(listening).state, "listening");
+        assert_eq!(row("init: @chaos ready host=x\n").state, "up");
         assert_eq!(
-            row("init: ready\ninit: service tyd exited with status 1 after 5 ms").state,
-            "tyd exited"
+            row("init: @chaos ready host=x\ninit: @chaos service name=tyd state=given-up why=x\n")
+                .state,
+            "tyd gave up"
         );
     }
 }

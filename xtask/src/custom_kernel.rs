@@ -344,7 +344,7 @@ fn compile(sh: &Shell, tree: &Path, obj: &Path) -> anyhow::Result<()> {
 /// The user, host and time the kernel records about its build, fixed so
 /// that two builds of one source and config give the same bzImage.
 fn build_identity(sh: &Shell) -> anyhow::Result<[(&'static str, String); 3]> {
-    let epoch = crate::image::mtime()?.to_string();
+    let epoch = crate::mtime()?.to_string();
     let date = format!("@{epoch}");
     let timestamp = cmd!(sh, "date -u -d {date}")
         .quiet()

@@ -12,11 +12,17 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "boots chaos nodes under QEMU"),
     ("kmod", "depmod indexes the unpacked kernel's modules"),
     ("cpio", "tests check that GNU cpio reads the images"),
-    ("busybox-static", "the shell and tools inside test images"),
+    (
+        "busybox-static",
+        "the operator's shell and tools in every image without Slurm",
+    ),
     ("iproute2", "tests make network namespaces and taps"),
     ("iputils-ping", "tests ping nodes from a test namespace"),
     ("linux-source-6.1", "the source of the custom kernel"),
-    ("build-essential", "gcc, make, libc headers: custom kernel"),
+    (
+        "build-essential",
+        "gcc, g++, make, libc headers: custom kernel, libFuzzer",
+    ),
     ("flex", "custom kernel: generates Kconfig's lexer"),
     ("bison", "custom kernel: generates Kconfig's parser"),
     ("bc", "custom kernel: computes timer constants"),
@@ -47,6 +53,21 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("binutils", "objcopy assembles the unified kernel image"),
     ("qemu-utils", "qemu-img: the drone appliance's qcow2"),
     ("ovmf", "UEFI firmware for QEMU: UEFI boot tests"),
+    // The images copy Slurm and munge from these (xtask/src/slurm.rs).
+    (
+        "slurmd",
+        "the drones' slurmd, slurmstepd and Slurm's plugins",
+    ),
+    ("slurmctld", "the head image's slurmctld"),
+    (
+        "slurm-client",
+        "srun, sbatch, squeue, sinfo, scontrol, scancel",
+    ),
+    ("munge", "munged and munge/unmunge: Slurm's authentication"),
+    (
+        "util-linux",
+        "setpriv: Slurm images run commands as the cluster's users",
+    ),
 ];
 
 pub fn missing_packages(sh: &Shell) -> Vec<&'static str> {

@@ -57,7 +57,7 @@ pub fn default_path() -> PathBuf {
 /// Builds the ISO for `kernel` and `initrd`, booted with `append`, at `out`.
 pub fn build(kernel: &Path, initrd: &Path, append: &str, out: &Path) -> anyhow::Result<u64> {
     let sh = crate::shell()?;
-    let epoch = crate::image::mtime()?;
+    let epoch = crate::mtime()?;
     let staging = crate::partial(&out.with_extension("staging"));
     let _ = std::fs::remove_dir_all(&staging);
     let tree = staging.join("tree");
@@ -66,7 +66,7 @@ pub fn build(kernel: &Path, initrd: &Path, append: &str, out: &Path) -> anyhow::
     }
     let kernel_path = format!("/boot/{}", boot::KERNEL);
     let initrd_path = format!("/boot/{}", boot::INITRD);
-    let options = boot::options_msg(&chaos_init::cmdline::help());
+    let options = boot::options_msg(&chaos_contract::cmdline::help());
     for (from, to) in [
         (Path::new(ISOLINUX_BIN), "isolinux/isolinux.bin"),
         (Path::new(LDLINUX), "isolinux/ldlinux.c32"),
@@ -197,10 +197,15 @@ fn set_mtimes(dir: &Path, epoch: u64) -> anyhow::Result<()> {
     set_mtime(dir, epoch)
 }
 
-/// `cargo xtask iso`: the image, then the ISO; with `appliance`, the drone
-/// appliance from it too.
-pub fn command(choice: crate::image::KernelChoice, appliance: bool) -> anyhow::Result<()> {
-    let (kernel, image) = crate::image::build(&crate::image::default_path(), choice)?;
+/// `cargo xtask iso`: the image (a drone of `drones`' cluster, if any),
+/// then the ISO; with `appliance`, the drone appliance from it too.
+pub fn command(
+    choice: crate::image::KernelChoice,
+    drones: Option<&crate::cluster::Membership>,
+    appliance: bool,
+) -> anyhow::Result<()> {
+    let (kernel, image) =
+        crate::cluster::build_image(&crate::image::default_path(), choice, drones)?;
     let iso = default_path();
     build(&kernel.vmlinuz, &image.path, &image.root_digest_arg(), &iso)?;
     if appliance {

@@ -1,6 +1,6 @@
 //! `cargo xtask kernel`: the distribution kernel, taken from Debian's
-//! package and unpacked into build/ with its modules, so nothing needs root
-//! and the host's own /boot is never read. Cached by package and version.
+//! package and unpacked into build/debian with its modules, so nothing
+//! needs root and the host's own /boot is never read.
 
 use std::path::{Path, PathBuf};
 
@@ -22,21 +22,16 @@ pub struct Kernel {
 /// The unpacked distribution kernel, downloading it on first use.
 pub fn distribution(sh: &Shell) -> anyhow::Result<Kernel> {
     let package = current_package(sh)?;
-    let version = cmd!(sh, "apt-cache show --no-all-versions {package}")
-        .quiet()
-        .read()
-        .with_context(|| format!("asking apt for {package}'s version"))?
-        .lines()
-        .find_map(|l| l.strip_prefix("Version: "))
-        .map(str::to_string)
-        .with_context(|| format!("apt-cache show {package} names no version"))?;
-    let dir = crate::build_dir()
-        .join("kernel")
-        .join(format!("{package}_{version}"));
-    if !dir.join(".complete").exists() {
-        unpack(sh, &package, &version, &dir)?;
-    }
-    find(&dir)
+    let version = crate::debian::version(sh, &package)?;
+    let root = crate::debian::unpacked(sh, &package, &version, |root| {
+        // The package leaves modules.dep to its install script; make it
+        // here, against the unpacked tree only.
+        let release = find_vmlinuz(&root.join("boot"))?.1;
+        cmd!(sh, "depmod -b {root} {release}")
+            .run()
+            .context("depmod on the unpacked kernel (package kmod)")
+    })?;
+    find(&root)
 }
 
 fn current_package(sh: &Shell) -> anyhow::Result<String> {
@@ -52,45 +47,9 @@ fn current_package(sh: &Shell) -> anyhow::Result<String> {
         .with_context(|| format!("{METAPACKAGE} depends on no linux-image package; is apt's package list empty (apt-get update)?"))
 }
 
-fn unpack(sh: &Shell, package: &str, version: &str, dir: &Path) -> anyhow::Result<()> {
-    println!("kernel: downloading {package} {version}");
-    let partial = crate::partial(dir);
-    let _ = std::fs::remove_dir_all(&partial);
-    std::fs::create_dir_all(&partial)?;
-    {
-        let _cd = sh.push_dir(&partial);
-        cmd!(sh, "apt-get download -q {package}={version}")
-            .run()
-            .with_context(|| format!("apt-get download {package}={version} (is apt's package list current? `apt-get update`)"))?;
-    }
-    let deb = std::fs::read_dir(&partial)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .with_context(|| format!("apt-get download left no .deb in {}", partial.display()))?;
-    println!("kernel: unpacking {}", deb.display());
-    let root = partial.join("root");
-    cmd!(sh, "dpkg-deb -x {deb} {root}")
-        .run()
-        .context("dpkg-deb -x")?;
-    std::fs::remove_file(&deb)?;
-    // The package leaves modules.dep to its install script; make it here,
-    // against the unpacked tree only.
-    let release = find_vmlinuz(&root.join("boot"))?.1;
-    cmd!(sh, "depmod -b {root} {release}")
-        .run()
-        .context("depmod on the unpacked kernel (package kmod)")?;
-    std::fs::write(partial.join(".complete"), format!("{package} {version}\n"))?;
-    let _ = std::fs::remove_dir_all(dir);
-    // Renamed into place only when complete, so an interrupted download
-    // never looks like a cached kernel.
-    std::fs::rename(&partial, dir)?;
-    Ok(())
-}
-
-fn find(dir: &Path) -> anyhow::Result<Kernel> {
-    let (vmlinuz, release) = find_vmlinuz(&dir.join("root/boot"))?;
-    let modules = dir.join("root/lib/modules").join(&release);
+fn find(root: &Path) -> anyhow::Result<Kernel> {
+    let (vmlinuz, release) = find_vmlinuz(&root.join("boot"))?;
+    let modules = root.join("lib/modules").join(&release);
     if !modules.join("modules.dep").exists() {
         bail!(
             "{} has no modules.dep for release {release}",

@@ -7,14 +7,21 @@ pub mod bench;
 pub mod cluster;
 pub mod compare;
 pub mod custom_kernel;
+pub mod debian;
 pub mod deps;
+pub mod drones;
+pub mod fuzz;
+pub mod head;
 pub mod image;
 pub mod iso;
 pub mod kernel;
+pub mod lab;
 pub mod netbench;
 pub mod node;
 pub mod pxe;
+pub mod slurm;
 pub mod testing;
+pub mod timeline;
 pub mod uki;
 pub mod vm;
 
@@ -44,4 +51,12 @@ pub fn shell() -> anyhow::Result<xshell::Shell> {
     let sh = xshell::Shell::new()?;
     sh.change_dir(root());
     Ok(sh)
+}
+
+/// The time every artifact is stamped with: SOURCE_DATE_EPOCH when set
+/// (reproducible builds' convention), else 0.
+pub fn mtime() -> anyhow::Result<u64> {
+    Ok(mkimage::source_date_epoch(std::env::var_os(
+        "SOURCE_DATE_EPOCH",
+    ))?)
 }

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use argh::FromArgs;
 use xshell::cmd;
+use xtask::drones::Artifact;
 use xtask::image::KernelChoice;
-use xtask::{bench, compare, custom_kernel, deps, image, kernel, netbench, vm};
+use xtask::{bench, compare, custom_kernel, deps, drones, image, kernel, netbench, vm};
 
 /// Build, boot, test and measure chaos.
 #[derive(FromArgs)]
@@ -31,6 +32,9 @@ enum Command {
     Iso(Iso),
     Appliance(Appliance),
     Netboot(Netboot),
+    Tyd(Tyd),
+    Head(HeadCommand),
+    Fuzz(Fuzz),
 }
 
 /// Install the Debian packages and the Rust target chaos needs, saying what
@@ -39,7 +43,7 @@ enum Command {
 #[argh(subcommand, name = "deps")]
 struct Deps {}
 
-/// Unpack Debian's current kernel package and its modules into build/kernel
+/// Unpack Debian's current kernel package and its modules into build/debian
 /// (cached by package version; no root needed) and print where it is; with
 /// --custom, build the compact module-free kernel from kernel-config/.
 #[derive(FromArgs)]
@@ -67,8 +71,8 @@ struct Image {
     custom: bool,
     /// make it a drone of the cluster whose identity `tyd init --dir D`
     /// made: bakes in D's head.pub, beacon.pub and cluster.key (never
-    /// head.key) and starts `tyd join` at boot; without it tyd is in the
-    /// image but not started
+    /// head.key) and starts `tyd join` at boot; remembered in
+    /// build/lab-cluster for image, pxe, iso and appliance
     #[argh(option)]
     cluster: Option<PathBuf>,
     /// with --cluster: the head's LAN address[:port] to bake in (default:
@@ -76,6 +80,10 @@ struct Image {
     /// head's signed beacon on the LAN)
     #[argh(option)]
     head: Option<String>,
+    /// join no cluster (tyd in the image but not started), and forget the
+    /// remembered --cluster
+    #[argh(switch)]
+    no_cluster: bool,
 }
 
 /// Boot a head and N drones under QEMU on a private Ethernet segment on
@@ -91,6 +99,10 @@ struct QemuCluster {
     /// boot the compact custom kernel (built on first use) instead of Debian's
     #[argh(switch)]
     custom: bool,
+    /// run the demonstration job, then stop every VM and exit with its
+    /// outcome (for scripts and CI)
+    #[argh(switch)]
+    once: bool,
 }
 
 /// Boot one node under QEMU with its serial console on this terminal
@@ -115,14 +127,25 @@ struct Test {}
 
 /// Measure the DESIGN.md budgets: binary and image sizes, image build time,
 /// kernel hand-off to ready under QEMU, the size of every boot artifact
-/// (PXE tree, unified kernel image, ISO, appliance) and the PXE boot time
-/// of the BIOS and UEFI paths. Artifacts go to build/bench/.
+/// (PXE tree, unified kernel image, ISO, appliance), the PXE boot time
+/// of the BIOS and UEFI paths and, as root, the lab's morning under QEMU
+/// (first PC's power-on to all idle in Slurm, power-on to joined by BIOS
+/// PXE, UEFI PXE and CD). Artifacts go to build/bench/.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "bench")]
 struct Bench {
     /// how many boots to time per kernel and per PXE path (default 3)
     #[argh(option, default = "3")]
     boots: usize,
+    /// measure only the lab's morning (root; a few minutes)
+    #[argh(switch)]
+    lab: bool,
+    /// measure only the sizes of the binaries and images, the images with
+    /// Slurm and the QEMU clusters of 1 to 4 drones, idle in Slurm and
+    /// running a job (builds the custom kernel if it is not cached; then a
+    /// few minutes)
+    #[argh(switch)]
+    slurm: bool,
 }
 
 /// Build the image's initramfs with mkimage, Debian's mkinitramfs and
@@ -142,6 +165,16 @@ struct Pxe {
     /// use the compact custom kernel (`cargo xtask kernel --custom`)
     #[argh(switch)]
     custom: bool,
+    /// make drones of the cluster `tyd init --dir D` made (remembered, as
+    /// `cargo xtask image --cluster` says)
+    #[argh(option)]
+    cluster: Option<PathBuf>,
+    /// with --cluster: the head's LAN address[:port] to bake in
+    #[argh(option)]
+    head: Option<String>,
+    /// join no cluster, and forget the remembered --cluster
+    #[argh(switch)]
+    no_cluster: bool,
 }
 
 /// Build build/chaos.iso: boots as a CD or, written to a USB stick, as a
@@ -152,6 +185,16 @@ struct Iso {
     /// use the compact custom kernel (`cargo xtask kernel --custom`)
     #[argh(switch)]
     custom: bool,
+    /// make drones of the cluster `tyd init --dir D` made (remembered, as
+    /// `cargo xtask image --cluster` says)
+    #[argh(option)]
+    cluster: Option<PathBuf>,
+    /// with --cluster: the head's LAN address[:port] to bake in
+    #[argh(option)]
+    head: Option<String>,
+    /// join no cluster, and forget the remembered --cluster
+    #[argh(switch)]
+    no_cluster: bool,
 }
 
 /// Build build/chaos-drone.qcow2 (the ISO as a qcow2 disk): a drone VM for
@@ -162,6 +205,16 @@ struct Appliance {
     /// use the compact custom kernel (`cargo xtask kernel --custom`)
     #[argh(switch)]
     custom: bool,
+    /// make drones of the cluster `tyd init --dir D` made (remembered, as
+    /// `cargo xtask image --cluster` says)
+    #[argh(option)]
+    cluster: Option<PathBuf>,
+    /// with --cluster: the head's LAN address[:port] to bake in
+    #[argh(option)]
+    head: Option<String>,
+    /// join no cluster, and forget the remembered --cluster
+    #[argh(switch)]
+    no_cluster: bool,
 }
 
 /// Run `netboot` (e.g. `cargo xtask netboot serve --interface eth1`) from
@@ -173,6 +226,49 @@ struct Netboot {
     /// netboot's arguments
     #[argh(positional, greedy)]
     args: Vec<String>,
+}
+
+/// Run the cluster agent tyd (the static one of the images) with ARGS as
+/// this user, e.g. `cargo xtask tyd init --dir ~/lab` to make a cluster
+/// identity; `cargo xtask tyd init --help` explains a verb.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "tyd")]
+struct Tyd {
+    /// tyd's arguments
+    #[argh(positional, greedy)]
+    args: Vec<String>,
+}
+
+/// Make this machine the head of the cluster in --cluster: install tyd and
+/// netboot in /usr/local/sbin and run `tyd serve --slurm` as systemd's
+/// chaos-head.service (enabled at boot), or in the foreground where there
+/// is no systemd. Uses sudo when not root.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "head")]
+struct HeadCommand {
+    /// the cluster identity `tyd init --dir D` made (head.key stays there)
+    #[argh(option)]
+    cluster: PathBuf,
+    /// accept joins on this address:port only (e.g. 192.168.1.10:7700),
+    /// and beacon only on its LAN (default: every IPv4 LAN of this machine)
+    #[argh(option)]
+    listen: Option<std::net::SocketAddrV4>,
+}
+
+/// Fuzz the parsers of untrusted bytes (network and users' files) under
+/// libFuzzer on stable Rust, from and into the corpora in fuzz/corpus/;
+/// prints what each target found and fails on a crash or hang. Needs g++
+/// (build-essential, `cargo xtask deps`); the first build takes minutes.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "fuzz")]
+struct Fuzz {
+    /// one target (default: every one): cmdline, dhcp, proto, frames,
+    /// beacon, manifest, service, cpio, modules, http
+    #[argh(positional)]
+    target: Option<String>,
+    /// how long each target runs (default 60)
+    #[argh(option, default = "60")]
+    seconds: u64,
 }
 
 /// The address plan of QEMU's user network, given statically so the node
@@ -213,20 +309,25 @@ fn main() -> anyhow::Result<()> {
             custom,
             cluster,
             head,
+            no_cluster,
         }) => {
-            if head.is_some() && cluster.is_none() {
-                anyhow::bail!("--head is the head of a cluster: give its --cluster too");
-            }
-            let membership = cluster.map(|dir| xtask::cluster::Membership {
-                dir,
-                role: xtask::cluster::Role::Drone { head },
-            });
             let out = out.unwrap_or_else(image::default_path);
-            image::build_for(&out, choice(custom), membership.as_ref()).map(drop)
+            let asked = drones::Asked {
+                cluster,
+                head,
+                no_cluster,
+            };
+            drones::build(&asked, std::slice::from_ref(&out), |membership| {
+                xtask::cluster::build_image(&out, choice(custom), membership).map(drop)
+            })
         }
-        Command::QemuCluster(QemuCluster { drones, custom }) => {
+        Command::QemuCluster(QemuCluster {
+            drones,
+            custom,
+            once,
+        }) => {
             deps::install(&sh)?;
-            xtask::cluster::run(choice(custom), drones)
+            xtask::cluster::run(choice(custom), drones, once)
         }
         Command::Qemu(Qemu { append, custom }) => {
             deps::install(&sh)?;
@@ -260,11 +361,43 @@ fn main() -> anyhow::Result<()> {
             println!("test: unit and integration tests");
             xtask::testing::run_all(&sh)
         }
-        Command::Bench(Bench { boots }) => bench::run(&sh, boots),
-        Command::Pxe(Pxe { custom }) => xtask::pxe::command(choice(custom)),
-        Command::Iso(Iso { custom }) => xtask::iso::command(choice(custom), false),
-        Command::Appliance(Appliance { custom }) => xtask::iso::command(choice(custom), true),
+        Command::Bench(Bench { boots, lab, slurm }) => {
+            let only = match (lab, slurm) {
+                (true, true) => anyhow::bail!("bench: --lab or --slurm, not both"),
+                (true, false) => Some(bench::Only::Lab),
+                (false, true) => Some(bench::Only::Slurm),
+                (false, false) => None,
+            };
+            bench::run(&sh, boots, only)
+        }
+        Command::Pxe(a) => drones::command(
+            Artifact::Pxe,
+            choice(a.custom),
+            a.cluster,
+            a.head,
+            a.no_cluster,
+        ),
+        Command::Iso(a) => drones::command(
+            Artifact::Iso,
+            choice(a.custom),
+            a.cluster,
+            a.head,
+            a.no_cluster,
+        ),
+        Command::Appliance(a) => drones::command(
+            Artifact::Appliance,
+            choice(a.custom),
+            a.cluster,
+            a.head,
+            a.no_cluster,
+        ),
+        Command::Tyd(Tyd { args }) => xtask::head::tyd(&args),
+        Command::Head(HeadCommand { cluster, listen }) => xtask::head::command(&cluster, listen),
         Command::Netboot(Netboot { args }) => xtask::pxe::netboot(&args),
+        Command::Fuzz(Fuzz { target, seconds }) => {
+            deps::install(&sh)?;
+            xtask::fuzz::run(target.as_deref(), seconds).map(drop)
+        }
         Command::Compare(_) => {
             let binaries = xtask::node::build()?;
             let kernel = kernel::distribution(&sh)?;

@@ -61,5 +61,11 @@ pub fn handoff_to_lease(
         .map(String::from)
         .to_vec();
     let mut vm = Vm::start(&config)?;
-    crate::bench::guest_time_to(&mut vm, "init: dhcp: eth0: bound to")
+    let bound = "@chaos lease interface=eth0";
+    let took = vm.guest_time_to(bound)?;
+    crate::timeline::print(
+        &format!("kernel {}, e1000, DHCP", kernel.release),
+        &crate::timeline::timeline(&vm.console(), bound)?,
+    );
+    Ok(took)
 }

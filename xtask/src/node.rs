@@ -14,14 +14,17 @@ pub struct Binaries {
     pub init: PathBuf,
     pub certaintyd: PathBuf,
     pub tyd: PathBuf,
+    /// The demonstration job of `qemu-cluster` (never in a shipped image).
+    pub primes: PathBuf,
 }
 
 pub fn build() -> anyhow::Result<Binaries> {
-    let dir = cargo_build("node-target", &["-p", "agent"])?;
+    let dir = cargo_build("node-target", &["-p", "agent", "-p", "demo"])?;
     Ok(Binaries {
         init: dir.join("init"),
         certaintyd: dir.join("certaintyd"),
         tyd: dir.join("tyd"),
+        primes: dir.join("primes"),
     })
 }
 

@@ -80,11 +80,13 @@ pub fn sizes(dir: &Path) -> anyhow::Result<Vec<(String, u64)>> {
     Ok(out)
 }
 
-/// BIOS PXE on QEMU's user network, served from a PXE tree: the user
-/// network's TFTP hands the NIC's boot ROM (QEMU's ROMs are iPXE) a boot
-/// script, which fetches kernel and initramfs over HTTP from netboot's
-/// server on the host's loopback. The server runs until the process ends.
-pub struct UserNetBios {
+/// PXE on QEMU's user network, served from a PXE tree: the user network's
+/// TFTP hands the NIC's boot ROM a boot script, which fetches kernel and
+/// initramfs over HTTP from netboot's server on the host's loopback.
+/// QEMU's virtio-net ROM is iPXE for both firmwares: SeaBIOS runs its
+/// BIOS part, and OVMF loads its EFI driver, which then boots the same
+/// way. The server runs until the process ends.
+pub struct UserNet {
     /// The user network's TFTP directory, holding the script.
     pub tftp: PathBuf,
     /// The tree's URL as the guest reaches the HTTP server.
@@ -93,11 +95,11 @@ pub struct UserNetBios {
     pub downloads: Arc<Mutex<Vec<String>>>,
 }
 
-impl UserNetBios {
+impl UserNet {
     /// Serves `tree` (from [`build`]) over HTTP on a free loopback port and
     /// writes the script, with the tree's kernel arguments `append`, to
     /// `tree`/tftp, where HTTP (flat names only) never serves it.
-    pub fn serve(tree: &Path, append: &str) -> anyhow::Result<UserNetBios> {
+    pub fn serve(tree: &Path, append: &str) -> anyhow::Result<UserNet> {
         let listener = netboot::http::bind((std::net::Ipv4Addr::LOCALHOST, 0).into())?;
         let port = listener.local_addr()?.port();
         // 10.0.2.2 is the host as the user network's guests see it.
@@ -119,22 +121,22 @@ impl UserNetBios {
                     .push(line.to_string());
             })
         });
-        Ok(UserNetBios {
+        Ok(UserNet {
             tftp,
             base,
             downloads,
         })
     }
 
-    /// A SeaBIOS PC that boots from its virtio NIC on the user network,
-    /// whose DHCP names `bootfile` in [`Self::tftp`] (the script is
-    /// netboot's [`SCRIPT`]).
-    pub fn config(&self, bootfile: &str) -> Config {
+    /// A PC with `firmware` that boots from its virtio NIC (and the NIC's
+    /// iPXE ROM) on the user network, whose DHCP names `bootfile` in
+    /// [`Self::tftp`] (the script is netboot's [`SCRIPT`]).
+    pub fn config(&self, firmware: Firmware, bootfile: &str) -> Config {
         let netdev = format!(
             "user,id=n0,tftp={},bootfile={bootfile}",
             self.tftp.display()
         );
-        network_boot(Firmware::Bios, &netdev, "virtio-net-pci,netdev=n0")
+        network_boot(firmware, &netdev, "virtio-net-pci,netdev=n0")
     }
 }
 
@@ -171,6 +173,20 @@ pub fn network_boot(firmware: Firmware, netdev: &str, device: &str) -> Config {
     )
 }
 
+/// A UEFI PC set to boot over HTTP, as PC firmware setups offer: OVMF
+/// with its PXE clients switched off (through its fw_cfg switches), so it
+/// asks DHCP for a URL (UEFI HTTP Boot) rather than a TFTP file name.
+pub fn uefi_http_boot(netdev: &str, device: &str) -> Config {
+    let mut config = network_boot(Firmware::Uefi, netdev, device);
+    for family in ["IPv4", "IPv6"] {
+        config.qemu_args.extend([
+            "-fw_cfg".to_string(),
+            format!("name=opt/org.tianocore/{family}PXESupport,string=n"),
+        ]);
+    }
+    config
+}
+
 /// The `netboot` program, built for this host in a target directory of its
 /// own (so building it from inside `cargo test` never waits on cargo's lock).
 pub fn netboot_binary() -> anyhow::Result<PathBuf> {
@@ -186,10 +202,14 @@ pub fn netboot_binary() -> anyhow::Result<PathBuf> {
     Ok(target_dir.join("release/netboot"))
 }
 
-/// `cargo xtask pxe`: the image, then the PXE tree and the unified kernel
+/// `cargo xtask pxe`: the image (a drone of `drones`' cluster, if any), then the PXE tree and the unified kernel
 /// image (the single-file UEFI artifact, also bootable over PXE).
-pub fn command(choice: crate::image::KernelChoice) -> anyhow::Result<()> {
-    let (kernel, image) = crate::image::build(&crate::image::default_path(), choice)?;
+pub fn command(
+    choice: crate::image::KernelChoice,
+    drones: Option<&crate::cluster::Membership>,
+) -> anyhow::Result<()> {
+    let (kernel, image) =
+        crate::cluster::build_image(&crate::image::default_path(), choice, drones)?;
     let append = image.root_digest_arg();
     build(&kernel.vmlinuz, &image.path, &append, &default_dir())?;
     crate::uki::build(

@@ -57,7 +57,7 @@ pub fn build(kernel: &Path, initrd: &Path, append: &str, out: &Path) -> anyhow::
         .run()
         .context("objcopy (package binutils)")?;
     let mut image = std::fs::read(&partial)?;
-    pe::set_timestamp(&mut image, crate::image::mtime()?)?;
+    pe::set_timestamp(&mut image, crate::mtime()?)?;
     std::fs::write(&partial, &image)?;
     std::fs::rename(&partial, out)?;
     std::fs::remove_dir_all(&staging)?;

@@ -1,6 +1,6 @@
 //! One chaos node under QEMU (TCG: these machines have no usable KVM), with
-//! its serial console captured so callers can wait for what it prints, and
-//! a QMP socket to press its power button. Used by `cargo xtask qemu`'s
+//! its serial console captured so callers can wait for what it prints and
+//! type on it, and a QMP socket to press its power button and keys. Used by `cargo xtask qemu`'s
 //! non-interactive callers: the bench and the integration tests.
 //!
 //! Waiting is event-driven: a reader thread appends console output and
@@ -11,12 +11,13 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use chaos_contract::fact::Fact;
 
 /// Kernel arguments every non-interactive boot gets: the serial console,
 /// and a kernel panic ends the VM at once instead of hanging the caller.
@@ -53,6 +54,38 @@ pub enum Firmware {
 /// OVMF built as one flash image: no persistent variables, which a test VM
 /// does not want anyway.
 pub const OVMF: &str = "/usr/share/qemu/OVMF.fd";
+
+/// How much of a console a failed wait reports.
+const FAILURE_LINES: usize = 150;
+
+/// The line of `text` that byte `at` is on, without its line end, and
+/// where its newline is: None while the line is still arriving.
+fn line_at(text: &str, at: usize) -> (&str, Option<usize>) {
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[at..].find('\n').map(|i| at + i);
+    let line = &text[start..end.unwrap_or(text.len())];
+    (line.trim_end_matches('\r'), end)
+}
+
+/// Whether a console line is drawn by the cluster screen, which ends each
+/// of its lines by clearing the rest of it (or of the screen).
+fn is_screen_frame(line: &str) -> bool {
+    line.contains("\x1b[K") || line.contains("\x1b[J")
+}
+
+/// The last `lines` lines of `text`, all of it if it has fewer.
+pub fn tail(text: &str, lines: usize) -> &str {
+    if lines == 0 {
+        return "";
+    }
+    // A final newline ends the last line rather than starting another.
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    let start = body
+        .rmatch_indices('\n')
+        .nth(lines - 1)
+        .map_or(0, |(at, _)| at + 1);
+    &text[start..]
+}
 
 impl Config {
     pub fn new(kernel: &Path, initrd: &Path, append: &str) -> Self {
@@ -105,6 +138,12 @@ impl Config {
                 "qemu-system-x86_64",
                 "-accel",
                 "tcg",
+                // A PC of the last dozen years: with RDRAND the kernel's
+                // random pool is ready at boot, where QEMU's default CPU
+                // leaves getrandom() (tyd's keys, munged, slurmctld)
+                // waiting seconds for entropy that TCG hardly gives.
+                "-cpu",
+                "qemu64,+rdrand",
                 "-nodefaults",
                 "-no-user-config",
                 "-display",
@@ -147,6 +186,8 @@ type Shared = Arc<(Mutex<Console>, Condvar)>;
 
 pub struct Vm {
     child: Child,
+    /// The serial console's input (QEMU's `-serial stdio`).
+    serial: Option<ChildStdin>,
     console: Shared,
     qmp: PathBuf,
     /// Byte offset in the console after the last match of [`Vm::expect`].
@@ -163,7 +204,7 @@ impl Vm {
         let argv = config.command(&qmp);
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -174,23 +215,12 @@ impl Vm {
                 )
             })?;
         let console: Shared = Arc::default();
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for stream in netboot::netns::streams(&mut child) {
             let console = console.clone();
             std::thread::spawn(move || pump(stream, console));
         }
         Ok(Vm {
+            serial: child.stdin.take(),
             child,
             console,
             qmp,
@@ -214,9 +244,11 @@ impl Vm {
     /// [`Vm::expect`], returning the line only once it is complete: the
     /// console may deliver a line in pieces.
     pub fn expect_line(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
-        let started = Instant::now();
-        self.expect(needle, timeout)?;
-        self.expect("\n", timeout.saturating_sub(started.elapsed()))
+        self.wait_for(&format!("{needle:?} to its line's end"), timeout, |text| {
+            let at = text.find(needle)?;
+            let (line, end) = line_at(text, at);
+            Some((end? + 1, line.to_string()))
+        })
     }
 
     /// Waits until the console prints every one of `needles` after the
@@ -228,32 +260,66 @@ impl Vm {
         needles: &[&str],
         timeout: Duration,
     ) -> anyhow::Result<Vec<String>> {
+        self.wait_for(&format!("{needles:?}"), timeout, |text| {
+            let found: Vec<usize> = needles
+                .iter()
+                .map(|n| text.find(n))
+                .collect::<Option<_>>()?;
+            let lines = found
+                .iter()
+                .map(|&at| line_at(text, at).0.to_string())
+                .collect();
+            let end = found
+                .iter()
+                .zip(needles)
+                .map(|(at, n)| at + n.len())
+                .max()
+                .unwrap_or(0);
+            Some((end, lines))
+        })
+    }
+
+    /// Waits until the console reports a fact (see
+    /// [`chaos_contract::fact`]) of `kind` with every one of `fields`
+    /// after the previous match; returns it and moves past its line.
+    pub fn expect_fact(
+        &mut self,
+        kind: &str,
+        fields: &[(&str, &str)],
+        timeout: Duration,
+    ) -> anyhow::Result<Fact> {
+        self.wait_for(&format!("fact {kind} {fields:?}"), timeout, |text| {
+            let mut at = 0;
+            for line in text.split_inclusive('\n') {
+                at += line.len();
+                // A line not yet complete may still grow.
+                if !line.ends_with('\n') {
+                    return None;
+                }
+                if let Some(fact) = Fact::parse(line).filter(|f| f.matches(kind, fields)) {
+                    return Some((at, fact));
+                }
+            }
+            None
+        })
+    }
+
+    /// Waits until `find`, given the console after the previous match,
+    /// finds what it looks for: the offset to move past, and the result.
+    fn wait_for<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        find: impl Fn(&str) -> Option<(usize, T)>,
+    ) -> anyhow::Result<T> {
         let started = Instant::now();
         let deadline = started + timeout;
         let wake = &self.console.1;
         let mut console = lock(&self.console);
         loop {
-            let text = &console.text;
-            let found: Option<Vec<usize>> = needles
-                .iter()
-                .map(|n| text[self.cursor..].find(n).map(|i| self.cursor + i))
-                .collect();
-            if let Some(found) = found {
-                let lines = found
-                    .iter()
-                    .map(|&at| {
-                        let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-                        let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
-                        text[start..end].trim_end_matches('\r').to_string()
-                    })
-                    .collect();
-                self.cursor = found
-                    .iter()
-                    .zip(needles)
-                    .map(|(at, n)| at + n.len())
-                    .max()
-                    .unwrap_or(self.cursor);
-                return Ok(lines);
+            if let Some((end, found)) = find(&console.text[self.cursor..]) {
+                self.cursor += end;
+                return Ok(found);
             }
             let now = Instant::now();
             if console.closed || now >= deadline {
@@ -262,10 +328,19 @@ impl Vm {
                 } else {
                     "timed out"
                 };
+                // The kernel's boot log is rarely the news, the cluster
+                // screen's frames never, and a long report gets cut in
+                // the middle: the last lines of the rest say why.
+                let said: String = console
+                    .text
+                    .split_inclusive('\n')
+                    .filter(|line| !is_screen_frame(line))
+                    .collect();
                 bail!(
-                    "{why} after {:.1} s waiting for {needles:?}; console:\n{}",
+                    "{why} after {:.1} s waiting for {what}; console, last {FAILURE_LINES} lines \
+                     but the screen's:\n{}",
                     started.elapsed().as_secs_f64(),
-                    console.text
+                    tail(&said, FAILURE_LINES)
                 );
             }
             console = wake
@@ -280,28 +355,54 @@ impl Vm {
         self.qmp_with(command, "{}")
     }
 
-    /// Types `text` (lower-case letters, digits, space; `\n` is Enter) on
-    /// the VM's keyboard, as a person at a boot menu would.
+    /// Types `text` (lower-case letters, digits, space and what a kernel
+    /// command line needs: `.,:=/-_`; `\n` is Enter) on the VM's US
+    /// keyboard, as a person at a boot menu would.
     pub fn type_keys(&self, text: &str) -> anyhow::Result<()> {
         let keys = text
             .chars()
-            .map(|c| match c {
-                '\n' => Ok("ret".to_string()),
-                ' ' => Ok("spc".to_string()),
-                'a'..='z' | '0'..='9' => Ok(c.to_string()),
-                _ => Err(anyhow!("type_keys: no key for {c:?}")),
+            .map(|c| {
+                Ok(match c {
+                    '\n' => "ret".to_string(),
+                    ' ' => "spc".to_string(),
+                    'a'..='z' | '0'..='9' => c.to_string(),
+                    '.' => "dot".to_string(),
+                    ',' => "comma".to_string(),
+                    '=' => "equal".to_string(),
+                    '/' => "slash".to_string(),
+                    '-' => "minus".to_string(),
+                    ':' => "shift-semicolon".to_string(),
+                    '_' => "shift-minus".to_string(),
+                    _ => return Err(anyhow!("type_keys: no key for {c:?}")),
+                })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         self.press(&keys.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
-    /// Presses keys one after another, by QEMU key name (`down`, `ret`, `a`).
+    /// Types `text` on the serial console, as a person at a terminal on the
+    /// node's serial line would (`\n` is Enter, `\x1b` is Esc). QEMU takes
+    /// it as fast as the guest's UART accepts it, so nothing is lost.
+    pub fn type_serial(&mut self, text: &str) -> anyhow::Result<()> {
+        let serial = self
+            .serial
+            .as_mut()
+            .context("the serial console's input is closed")?;
+        serial
+            .write_all(text.as_bytes())
+            .and_then(|()| serial.flush())
+            .context("typing on the serial console")
+    }
+
+    /// Presses keys one after another, by QEMU key name (`down`, `ret`,
+    /// `a`); `shift-semicolon` holds the keys joined by `-` together.
     pub fn press(&self, keys: &[&str]) -> anyhow::Result<()> {
         for key in keys {
-            self.qmp_with(
-                "send-key",
-                &format!("{{\"keys\":[{{\"type\":\"qcode\",\"data\":\"{key}\"}}]}}"),
-            )?;
+            let held: Vec<String> = key
+                .split('-')
+                .map(|k| format!("{{\"type\":\"qcode\",\"data\":\"{k}\"}}"))
+                .collect();
+            self.qmp_with("send-key", &format!("{{\"keys\":[{}]}}", held.join(",")))?;
         }
         Ok(())
     }
@@ -360,6 +461,17 @@ impl Vm {
         drop(console);
         Ok(self.child.wait()?)
     }
+
+    /// Guest time from the kernel handing over to /init until the console
+    /// prints `line`, from printk timestamps (so host load matters less).
+    pub fn guest_time_to(&mut self, line: &str) -> anyhow::Result<Duration> {
+        let run = self.expect(crate::timeline::HANDOFF, Duration::from_secs(120))?;
+        let seen = self
+            .expect(line, Duration::from_secs(120))
+            .with_context(|| format!("waiting for {line:?}"))?;
+        let seconds = timestamp(&seen)? - timestamp(&run)?;
+        Ok(Duration::from_secs_f64(seconds.max(0.0)))
+    }
 }
 
 impl Drop for Vm {
@@ -368,6 +480,19 @@ impl Drop for Vm {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.qmp);
     }
+}
+
+/// Seconds from a console line's printk timestamp, `[    1.234567] ...`,
+/// wherever on the line the kernel's record starts: the console screen may
+/// have drawn part of a line before the kernel printed on it.
+pub fn timestamp(line: &str) -> anyhow::Result<f64> {
+    line.match_indices('[')
+        .find_map(|(at, _)| {
+            let (inner, _) = line[at + 1..].split_once(']')?;
+            let inner = inner.trim();
+            inner.contains('.').then(|| inner.parse().ok()).flatten()
+        })
+        .with_context(|| format!("no printk timestamp in {line:?}"))
 }
 
 fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Console> {
@@ -409,8 +534,17 @@ pub struct Hub {
     address: SocketAddr,
     ports: Arc<Mutex<Vec<u16>>>,
     packets: Arc<Mutex<Vec<Packet>>>,
+    watched: Arc<Mutex<Vec<Watched>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Bytes a test wants to know whether they crossed the segment in the
+/// clear, and whether they did.
+#[derive(Debug)]
+struct Watched {
+    bytes: Vec<u8>,
+    seen: bool,
 }
 
 /// An IPv4 packet seen on a [`Hub`]: addresses, protocol and, for TCP and
@@ -465,18 +599,47 @@ impl Hub {
         let address = socket.local_addr()?;
         let ports: Arc<Mutex<Vec<u16>>> = Arc::default();
         let packets: Arc<Mutex<Vec<Packet>>> = Arc::default();
+        let watched: Arc<Mutex<Vec<Watched>>> = Arc::default();
         let stop: Arc<AtomicBool> = Arc::default();
         let thread = {
-            let (ports, packets, stop) = (ports.clone(), packets.clone(), stop.clone());
-            std::thread::spawn(move || repeat(&socket, &ports, &packets, &stop))
+            let (ports, packets, watched, stop) = (
+                ports.clone(),
+                packets.clone(),
+                watched.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || repeat(&socket, &ports, &packets, &watched, &stop))
         };
         Ok(Hub {
             address,
             ports,
             packets,
+            watched,
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// From now on, notes whether `bytes` (at least 8 of them) appear in
+    /// any frame, as a capture searched for them would.
+    pub fn watch_for(&self, bytes: &[u8]) {
+        assert!(bytes.len() >= 8, "too short to search a capture for");
+        self.watched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Watched {
+                bytes: bytes.to_vec(),
+                seen: false,
+            });
+    }
+
+    /// Whether `bytes`, watched for with [`Hub::watch_for`], crossed.
+    pub fn saw(&self, bytes: &[u8]) -> bool {
+        self.watched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|w| w.bytes == bytes && w.seen)
     }
 
     /// QEMU arguments for one more VM on the segment: a virtio NIC with a
@@ -532,6 +695,7 @@ fn repeat(
     socket: &UdpSocket,
     ports: &Mutex<Vec<u16>>,
     packets: &Mutex<Vec<Packet>>,
+    watched: &Mutex<Vec<Watched>>,
     stop: &AtomicBool,
 ) {
     // A jumbo frame's worth; QEMU sends one Ethernet frame per datagram.
@@ -550,6 +714,9 @@ fn repeat(
                 packets.push(packet);
             }
         }
+        for w in watched.lock().unwrap_or_else(|p| p.into_inner()).iter_mut() {
+            w.seen = w.seen || frame[..len].windows(w.bytes.len()).any(|x| x == w.bytes);
+        }
         for port in ports.into_iter().filter(|&p| p != from.port()) {
             // A VM not started yet (or gone) just misses the frame, as on a
             // real segment.
@@ -561,6 +728,42 @@ fn repeat(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_printk_timestamps() {
+        assert_eq!(timestamp("[    1.234500] init: ready").unwrap(), 1.2345);
+        assert_eq!(
+            timestamp(" state    joined\x1b[K\r[    5.1] init: started service x").unwrap(),
+            5.1
+        );
+        assert!(timestamp("@chaos ready").is_err());
+        assert!(timestamp("[abc] x").is_err());
+        assert!(timestamp("[6n[a.b] x").is_err());
+    }
+
+    #[test]
+    fn a_position_is_on_its_whole_line() {
+        let text = "a\r\n[ 1.0] init: ready\r\npart";
+        assert_eq!(line_at(text, 9), ("[ 1.0] init: ready", Some(22)));
+        assert_eq!(line_at(text, 0), ("a", Some(2)));
+        assert_eq!(line_at(text, 25), ("part", None));
+    }
+
+    #[test]
+    fn the_screens_lines_are_told_from_the_logs() {
+        assert!(is_screen_frame(" state    joined\x1b[K\r\n"));
+        assert!(is_screen_frame(" Esc: leave\x1b[J\r\n"));
+        assert!(!is_screen_frame("[    5.1] init: started service x\r\n"));
+    }
+
+    #[test]
+    fn a_tail_is_whole_lines_from_the_end() {
+        assert_eq!(tail("a\nb\nc\n", 2), "b\nc\n");
+        assert_eq!(tail("a\nb\nc\n", 5), "a\nb\nc\n");
+        assert_eq!(tail("a\nb\npartial", 1), "partial");
+        assert_eq!(tail("a\n", 0), "");
+        assert_eq!(tail("", 3), "");
+    }
 
     /// An Ethernet frame of EtherType `kind` around an IPv4 header from
     /// 10.77.0.2 to 10.77.0.3 with `protocol`, then `rest`.

@@ -9,21 +9,20 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use argh::FromArgs;
 use chaos_agent::beacon::{self, BEACON_PORT};
-use chaos_agent::control::{self, DEFAULT_SOCKET};
+use chaos_agent::control;
 use chaos_agent::dataplane::{ControlPlaneOnly, Dataplane};
 use chaos_agent::drone::{self, Drone, DroneConfig};
 use chaos_agent::head::{Head, HeadConfig};
 use chaos_agent::kernel::{Kernel, Role};
 use chaos_agent::keys::{self, ClusterIdentity, HeadIdentity};
-use chaos_agent::log::parse_duration;
 use chaos_agent::membership::{Config, Overlay, Policy};
 use chaos_agent::nftables::Scope as Firewall;
-use chaos_agent::proto::{Request, Response, JOIN_PORT, WIREGUARD_PORT};
+use chaos_agent::proto::{Request, Response, JOIN_PORT, MAX_NODES, WIREGUARD_PORT};
+use chaos_agent::screen::console;
+use chaos_agent::slurm::Settings;
+use chaos_agent::workload::{Cluster, Setup, Start};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-
-const DEFAULT_DIR: &str = "/etc/chaos/tyd";
-const DEFAULT_STATE: &str = "/run/chaos/tyd";
 
 #[derive(FromArgs)]
 /// tyd, the chaos cluster agent: cluster identity, join, membership,
@@ -33,8 +32,10 @@ const DEFAULT_STATE: &str = "/run/chaos/tyd";
 /// it over the overlay) and broadcasts a signed beacon to UDP 7701 every
 /// second, for drones that are given no head address; every node runs
 /// WireGuard on UDP 51820.
-/// Seed forms: `tyd -f init` is `tyd init`, `tyd` alone is `tyd serve`,
-/// `tyd -m <ip>` is `tyd join -m <ip>`.
+/// Seed forms, as the CHAOS HowTo types them: `tyd -f init` is `tyd init`
+/// (on a drone: prepare this node's key and firewall), `tyd` alone is `tyd
+/// serve`, `tyd -m <ip>` is `tyd join -m <ip>` (handed to the node's
+/// running tyd, if there is one).
 struct Tyd {
     #[argh(subcommand)]
     verb: Verb,
@@ -51,17 +52,34 @@ enum Verb {
     Remove(Remove),
     Enroll(Enroll),
     Approve(Approve),
+    Screen(Screen),
 }
 
 #[derive(FromArgs)]
 #[argh(subcommand, name = "init")]
 /// create a cluster identity: the head's key pair and the cluster key
 /// (head.key and cluster.key 0600; head.pub and beacon.pub, the public
-/// half of the head's beacon key, 0644). Refuses to overwrite.
+/// half of the head's beacon key, 0644). Refuses to overwrite. On a drone,
+/// whose directory holds the cluster's public keys but no head.key (as a
+/// drone image does), it prepares this node instead: its key for this boot
+/// (the fingerprint the head approves) and its firewall, which closes the
+/// LAN until the join (the running tyd, if any, has done both).
 struct Init {
     /// directory for the key files (default /etc/chaos/tyd)
-    #[argh(option, default = "DEFAULT_DIR.into()")]
+    #[argh(option, default = "chaos_contract::paths::IDENTITY.into()")]
     dir: PathBuf,
+    /// on a drone: RAM directory for this boot's node key (default
+    /// /run/chaos/tyd)
+    #[argh(option, default = "chaos_contract::paths::TYD_STATE.into()")]
+    state: PathBuf,
+    /// on a drone: control socket of the node's tyd, if it runs (default
+    /// /run/chaos/tyd.sock)
+    #[argh(option, default = "chaos_contract::paths::TYD_SOCKET.into()")]
+    socket: PathBuf,
+    /// on a drone: firewall scope, node (default: a drone is a chaos node,
+    /// its LAN closed) or host (see `tyd serve --help`)
+    #[argh(option, default = "Firewall::Node")]
+    firewall: Firewall,
 }
 
 #[derive(FromArgs)]
@@ -70,7 +88,7 @@ struct Init {
 /// overlay addresses, push membership to every node, expire silent nodes.
 struct Serve {
     /// directory with head.key and cluster.key (default /etc/chaos/tyd)
-    #[argh(option, default = "DEFAULT_DIR.into()")]
+    #[argh(option, default = "chaos_contract::paths::IDENTITY.into()")]
     dir: PathBuf,
     /// address and port to accept joins on (default 0.0.0.0:7700)
     #[argh(option, default = "default_listen()")]
@@ -78,10 +96,18 @@ struct Serve {
     /// overlay range; the head takes its first address (default 10.99.0.0/16)
     #[argh(option, default = "\"10.99.0.0/16\".parse().expect(\"valid\")")]
     overlay: Overlay,
-    /// who may join: psk (anyone with the cluster key, default), window
-    /// (only during `tyd enroll --for`), approve (after `tyd approve`)
-    #[argh(option, default = "Policy::Psk")]
+    /// who may join, beyond holding the cluster key: enroll (default:
+    /// anyone during an enrollment window, which opens at start for
+    /// --enroll-for and again with `tyd enroll --for`; later nodes wait as
+    /// pending for `tyd approve`), window (only during a window), approve
+    /// (only after `tyd approve`), psk (anyone with the cluster key, which
+    /// every drone image carries: for closed networks only)
+    #[argh(option, default = "Policy::Enroll")]
     admission: Policy,
+    /// how long the enrollment window opened at start stays open, with
+    /// --admission enroll or window (default 15m; 0s opens none)
+    #[argh(option, from_str_fn(duration))]
+    enroll_for: Option<Duration>,
     /// heartbeat interval the nodes use (default 2s)
     #[argh(option, default = "Duration::from_secs(2)", from_str_fn(duration))]
     heartbeat: Duration,
@@ -99,17 +125,38 @@ struct Serve {
     /// the head's address
     #[argh(switch)]
     no_beacon: bool,
-    /// firewall scope: node (default drop on the LAN, for chaos nodes) or
-    /// host (only the overlay and tyd's ports, leaving the host's traffic
-    /// alone); default node inside a chaos image, host elsewhere
-    #[argh(option)]
-    firewall: Option<Firewall>,
+    /// firewall scope: host (default: only the overlay and tyd's ports,
+    /// leaving the host's own traffic alone) or node (default drop on the
+    /// LAN: what a chaos image's service asks for)
+    #[argh(option, default = "Firewall::Host")]
+    firewall: Firewall,
     /// control socket for the status verbs (default /run/chaos/tyd.sock)
-    #[argh(option, default = "DEFAULT_SOCKET.into()")]
+    #[argh(option, default = "chaos_contract::paths::TYD_SOCKET.into()")]
     socket: PathBuf,
     /// host name to show (default: the kernel's)
     #[argh(option)]
     hostname: Option<String>,
+    /// run Slurm with the cluster: make the munge key (munge.key beside the
+    /// identity) on first use, write slurm.conf and cgroup.conf for dynamic
+    /// nodes, have munged and slurmctld (re)started by systemd where it runs,
+    /// grant members the key and this host's users, and drain and delete
+    /// nodes in Slurm as they leave
+    #[argh(switch)]
+    slurm: bool,
+    /// with --slurm: where slurm.conf and cgroup.conf go (default /etc/slurm)
+    #[argh(option, default = "\"/etc/slurm\".into()")]
+    slurm_conf: PathBuf,
+    /// with --slurm: where munged reads the key (default /etc/munge/munge.key)
+    #[argh(option, default = "\"/etc/munge/munge.key\".into()")]
+    munge_key: PathBuf,
+    /// with --slurm: slurmctld's state directory (default
+    /// /var/lib/slurm/slurmctld)
+    #[argh(option, default = "\"/var/lib/slurm/slurmctld\".into()")]
+    slurm_state: PathBuf,
+    /// this head is a chaos node: its own init starts munged and slurmctld
+    /// (what the head image's service asks for)
+    #[argh(switch)]
+    manage_node: bool,
 }
 
 #[derive(FromArgs)]
@@ -117,7 +164,9 @@ struct Serve {
 /// join a cluster as a drone and stay in it: WireGuard mesh, firewall,
 /// heartbeats; rejoins by itself after a head restart. Without a head
 /// address it listens on UDP 7701 for the head's beacon, signed with the
-/// key in <dir>/beacon.pub, and follows the head if it moves.
+/// key in <dir>/beacon.pub, and follows the head if it moves. With -m on
+/// a node whose tyd already runs (a drone image's service), it has that
+/// tyd join the head and returns once it has.
 struct Join {
     /// the head's address[:port] (default: chaos.head= from the kernel
     /// command line, else the address in <dir>/head.address, else the
@@ -126,10 +175,10 @@ struct Join {
     head: Option<String>,
     /// directory with head.pub, beacon.pub, cluster.key and optionally
     /// head.address (default /etc/chaos/tyd)
-    #[argh(option, default = "DEFAULT_DIR.into()")]
+    #[argh(option, default = "chaos_contract::paths::IDENTITY.into()")]
     dir: PathBuf,
     /// RAM directory for this boot's node key (default /run/chaos/tyd)
-    #[argh(option, default = "DEFAULT_STATE.into()")]
+    #[argh(option, default = "chaos_contract::paths::TYD_STATE.into()")]
     state: PathBuf,
     #[argh(option, default = "WIREGUARD_PORT")]
     /// the WireGuard UDP port (default 51820)
@@ -137,27 +186,37 @@ struct Join {
     /// membership only: no WireGuard, no firewall
     #[argh(switch)]
     control_plane_only: bool,
-    /// firewall scope: node or host (see `tyd serve --help`)
-    #[argh(option)]
-    firewall: Option<Firewall>,
+    /// firewall scope: host (default) or node (see `tyd serve --help`)
+    #[argh(option, default = "Firewall::Host")]
+    firewall: Firewall,
     /// control socket for the status verbs (default /run/chaos/tyd.sock)
-    #[argh(option, default = "DEFAULT_SOCKET.into()")]
+    #[argh(option, default = "chaos_contract::paths::TYD_SOCKET.into()")]
     socket: PathBuf,
     /// host name to announce (default: the kernel's)
     #[argh(option)]
     hostname: Option<String>,
+    /// this is a chaos node: set its clock and host name from the head, lay
+    /// the cluster's accounts over the image's, install the munge key and
+    /// write /run/chaos/joined, which starts munged and slurmd (what the
+    /// drone image's service asks for; never on an ordinary host)
+    #[argh(switch)]
+    manage_node: bool,
 }
 
 #[derive(FromArgs)]
 #[argh(subcommand, name = "nodes")]
 /// list the cluster's nodes: id (* marks the head), host name, overlay and
-/// LAN address, state, time since handshake, load, CPUs, memory.
+/// LAN address, state, how it was admitted (psk, window or approved), time
+/// since handshake, load, CPUs, memory.
 struct Nodes {
     /// machine-readable output
     #[argh(switch)]
     json: bool,
+    /// only the nodes waiting for `tyd approve`
+    #[argh(switch)]
+    pending: bool,
     /// control socket of the local tyd (default /run/chaos/tyd.sock)
-    #[argh(option, default = "DEFAULT_SOCKET.into()")]
+    #[argh(option, default = "chaos_contract::paths::TYD_SOCKET.into()")]
     socket: PathBuf,
 }
 
@@ -172,7 +231,7 @@ struct Top {
     #[argh(option, default = "Duration::from_secs(1)", from_str_fn(duration))]
     interval: Duration,
     /// control socket of the local tyd (default /run/chaos/tyd.sock)
-    #[argh(option, default = "DEFAULT_SOCKET.into()")]
+    #[argh(option, default = "chaos_contract::paths::TYD_SOCKET.into()")]
     socket: PathBuf,
 }
 
@@ -184,33 +243,60 @@ struct Remove {
     #[argh(positional)]
     node: String,
     /// control socket of the local tyd (default /run/chaos/tyd.sock)
-    #[argh(option, default = "DEFAULT_SOCKET.into()")]
+    #[argh(option, default = "chaos_contract::paths::TYD_SOCKET.into()")]
     socket: PathBuf,
 }
 
 #[derive(FromArgs)]
 #[argh(subcommand, name = "enroll")]
-/// open the enrollment window (admission policy window). On the head, as
-/// root.
+/// open the enrollment window again (admission policies enroll and
+/// window). On the head, as root.
 struct Enroll {
     /// how long the window stays open, like 15m
     #[argh(option, long = "for", from_str_fn(duration))]
     open_for: Duration,
     /// control socket of the local tyd (default /run/chaos/tyd.sock)
-    #[argh(option, default = "DEFAULT_SOCKET.into()")]
+    #[argh(option, default = "chaos_contract::paths::TYD_SOCKET.into()")]
     socket: PathBuf,
 }
 
 #[derive(FromArgs)]
 #[argh(subcommand, name = "approve")]
-/// admit a pending node by the fingerprint it shows on its console
-/// (admission policy approve). On the head, as root.
+/// admit a pending node by the fingerprint it shows on its console, or
+/// every pending node with --all (admission policies enroll and approve).
+/// On the head, as root.
 struct Approve {
     #[argh(positional)]
-    fingerprint: String,
+    fingerprint: Option<String>,
+    /// every node `tyd nodes --pending` lists
+    #[argh(switch)]
+    all: bool,
     /// control socket of the local tyd (default /run/chaos/tyd.sock)
-    #[argh(option, default = "DEFAULT_SOCKET.into()")]
+    #[argh(option, default = "chaos_contract::paths::TYD_SOCKET.into()")]
     socket: PathBuf,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "screen")]
+/// the cluster as a live full-screen view: this node's name, addresses and
+/// state, and every node's load, CPUs, memory and Slurm state; l shows the
+/// last log lines. In a terminal, Esc or q quits.
+struct Screen {
+    /// be the node's console screen (the image's service): draw on
+    /// /dev/console, stand aside in chaos.mode=expert (the console is the
+    /// shell's), and on Esc or r, confirmed with y, leave the cluster and
+    /// power the node off or reboot it through PID 1
+    #[argh(switch)]
+    console: bool,
+    /// how often the cluster is asked for (default 1s)
+    #[argh(option, default = "Duration::from_secs(1)", from_str_fn(duration))]
+    interval: Duration,
+    /// control socket of the local tyd (default /run/chaos/tyd.sock)
+    #[argh(option, default = "chaos_contract::paths::TYD_SOCKET.into()")]
+    socket: PathBuf,
+    /// RAM directory with this boot's node key (default /run/chaos/tyd)
+    #[argh(option, default = "chaos_contract::paths::TYD_STATE.into()")]
+    state: PathBuf,
 }
 
 fn default_listen() -> std::net::SocketAddrV4 {
@@ -218,7 +304,7 @@ fn default_listen() -> std::net::SocketAddrV4 {
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
-    parse_duration(text)
+    chaos_contract::duration::parse(text).map_err(|e| e.to_string())
 }
 
 /// The seed's forms, rewritten into verbs: `tyd -f init`, bare `tyd`,
@@ -259,6 +345,7 @@ fn main() {
 
 fn run(verb: Verb) -> anyhow::Result<()> {
     match verb {
+        Verb::Init(init) if is_drone(&init.dir) => prepare_drone(&init),
         Verb::Init(init) => {
             let written = keys::init(&init.dir)?;
             for path in &written {
@@ -279,7 +366,14 @@ fn run(verb: Verb) -> anyhow::Result<()> {
         Verb::Serve(serve) => serve_head(serve),
         Verb::Join(join) => join_cluster(join),
         Verb::Nodes(nodes) => {
-            let list = ask_nodes(&nodes.socket)?;
+            let mut list = ask_nodes(&nodes.socket)?;
+            if nodes.pending {
+                list.retain(|n| n.state == chaos_agent::proto::State::Pending);
+                if list.is_empty() && !nodes.json {
+                    println!("no node is pending approval");
+                    return Ok(());
+                }
+            }
             if nodes.json {
                 println!("{}", control::json(&list));
             } else {
@@ -299,20 +393,78 @@ fn run(verb: Verb) -> anyhow::Result<()> {
             std::io::stdout().flush()?;
             std::thread::sleep(top.interval);
         },
-        Verb::Remove(remove) => change(&remove.socket, Request::Remove { node: remove.node }),
+        Verb::Remove(remove) => change(
+            &remove.socket,
+            Request::Remove { node: remove.node },
+            control::CLIENT_TIMEOUT,
+        ),
         Verb::Enroll(enroll) => change(
             &enroll.socket,
             Request::Enroll {
                 seconds: enroll.open_for.as_secs().max(1),
             },
+            control::CLIENT_TIMEOUT,
         ),
-        Verb::Approve(approve) => change(
-            &approve.socket,
-            Request::Approve {
-                fingerprint: approve.fingerprint,
-            },
-        ),
+        Verb::Approve(approve) => {
+            let request = match (approve.fingerprint, approve.all) {
+                (Some(fingerprint), false) => Request::Approve { fingerprint },
+                (None, true) => Request::ApproveAll,
+                _ => bail!(
+                    "give the fingerprint of one pending node, or --all (`tyd nodes --pending` lists them)"
+                ),
+            };
+            change(&approve.socket, request, control::CLIENT_TIMEOUT)
+        }
+        Verb::Screen(screen) => {
+            let stop = stop_signals()?;
+            let options = console::Options {
+                socket: screen.socket,
+                state: screen.state,
+                console: screen.console,
+                interval: screen.interval,
+            };
+            Ok(console::run(&options, stop.as_fd())?)
+        }
     }
+}
+
+/// A drone's identity directory: the cluster's public keys, no head key.
+fn is_drone(dir: &Path) -> bool {
+    !dir.join(keys::HEAD_KEY).exists()
+        && [keys::HEAD_PUB, keys::CLUSTER_KEY]
+            .iter()
+            .all(|name| dir.join(name).exists())
+}
+
+/// `tyd -f init` on a drone: this boot's node key, and the firewall that
+/// closes the LAN until the join (left to the node's tyd if one runs).
+fn prepare_drone(init: &Init) -> anyhow::Result<()> {
+    ClusterIdentity::load(&init.dir).with_context(|| {
+        format!(
+            "loading the cluster's head key and cluster key from {}",
+            init.dir.display()
+        )
+    })?;
+    let node_key = keys::node_key(&init.state).context("this node's key")?;
+    println!(
+        "this node's key fingerprint is {} (when the head holds this node as pending, \
+         `tyd approve` with this fingerprint admits it)",
+        keys::fingerprint(&node_key.public)
+    );
+    if control::answers(&init.socket) {
+        println!("the node's tyd runs and keeps its firewall; join with `tyd -m <head address>`");
+        return Ok(());
+    }
+    let mut kernel = Kernel::open(
+        Role::Drone {
+            beacon_port: Some(BEACON_PORT),
+        },
+        init.firewall,
+    )
+    .context("opening netlink for the firewall")?;
+    kernel.guard(WIREGUARD_PORT)?;
+    println!("join with `tyd -m <head address>`");
+    Ok(())
 }
 
 fn ask_nodes(socket: &Path) -> anyhow::Result<Vec<chaos_agent::proto::NodeStatus>> {
@@ -323,8 +475,8 @@ fn ask_nodes(socket: &Path) -> anyhow::Result<Vec<chaos_agent::proto::NodeStatus
     }
 }
 
-fn change(socket: &Path, request: Request) -> anyhow::Result<()> {
-    match control::ask(socket, &request)? {
+fn change(socket: &Path, request: Request, timeout: Duration) -> anyhow::Result<()> {
+    match control::ask_within(socket, &request, timeout)? {
         Response::Done(text) => {
             println!("{text}");
             Ok(())
@@ -355,27 +507,16 @@ fn hostname(given: Option<String>) -> String {
     })
 }
 
-/// Inside a chaos image the firewall guards the whole node; on an ordinary
-/// host it must leave the host's own traffic alone.
-fn firewall(given: Option<Firewall>) -> Firewall {
-    given.unwrap_or(if Path::new("/etc/chaos/services").is_dir() {
-        Firewall::Node
-    } else {
-        Firewall::Host
-    })
-}
-
 fn dataplane(
     control_plane_only: bool,
     role: Role,
-    scope: Option<Firewall>,
+    scope: Firewall,
 ) -> anyhow::Result<Box<dyn Dataplane>> {
     if control_plane_only {
         return Ok(Box::new(ControlPlaneOnly));
     }
     Ok(Box::new(
-        Kernel::open(role, firewall(scope))
-            .context("opening netlink for WireGuard and nftables")?,
+        Kernel::open(role, scope).context("opening netlink for WireGuard and nftables")?,
     ))
 }
 
@@ -393,6 +534,10 @@ fn serve_head(serve: Serve) -> anyhow::Result<()> {
             serve.dir.display()
         )
     })?;
+    chaos_agent::tcp::raise_descriptor_limit()
+        .context("raising the limit on open files for a connection per member")?;
+    let (window_at_start, said) = window_at_start(serve.admission, serve.enroll_for)?;
+    chaos_agent::log::info(said);
     let stop = stop_signals()?;
     let control = control::listen(&serve.socket)?;
     let role = Role::Head {
@@ -403,6 +548,7 @@ fn serve_head(serve: Serve) -> anyhow::Result<()> {
         membership: Config {
             overlay: serve.overlay,
             policy: serve.admission,
+            window_at_start,
             heartbeat: serve.heartbeat,
             expire_after: serve.expire_after,
         },
@@ -411,13 +557,112 @@ fn serve_head(serve: Serve) -> anyhow::Result<()> {
         hostname: hostname(serve.hostname),
         beacon: (!serve.no_beacon).then_some(beacon::DEFAULT_INTERVAL),
     };
+    let slurm = if serve.slurm {
+        let (key, made) = keys::munge_key(&serve.dir).context("the cluster's munge key")?;
+        if made {
+            println!(
+                "made the cluster's munge key {}",
+                serve.dir.join(keys::MUNGE_KEY).display()
+            );
+        }
+        let setup = Setup {
+            conf_dir: serve.slurm_conf,
+            munge_key: serve.munge_key,
+            settings: Settings {
+                // slurmctld insists on running where the configuration says.
+                controller: hostname(None)
+                    .split('.')
+                    .next()
+                    .unwrap_or("head")
+                    .to_string(),
+                controller_address: serve.overlay.head_address(),
+                state_dir: serve.slurm_state,
+                log_file: None,
+                max_nodes: MAX_NODES,
+            },
+            start: if serve.manage_node {
+                Start::Init
+            } else {
+                Start::on_this_host()
+            },
+        };
+        setup.apply(&key).context("setting up Slurm")?;
+        Some(Cluster::new(&setup, key))
+    } else {
+        None
+    };
     let result = Head::new(identity, config, dataplane.as_mut(), Some(control))
+        .map(|head| match slurm {
+            Some(slurm) => head.with_slurm(slurm),
+            None => head,
+        })
         .and_then(|mut head| head.run(Some(stop.as_fd())));
     let _ = std::fs::remove_file(&serve.socket);
-    result
+    Ok(result?)
+}
+
+/// The enrollment window a head opens at start when no --enroll-for says
+/// otherwise: the morning a lab boots.
+const ENROLL_AT_START: Duration = Duration::from_secs(15 * 60);
+
+/// The window `tyd serve` opens at start, and the line that tells the
+/// administrator what the policy admits (a warning for psk).
+fn window_at_start(
+    policy: Policy,
+    enroll_for: Option<Duration>,
+) -> anyhow::Result<(Duration, String)> {
+    let outside = if policy.has_approval() {
+        "new nodes wait for `tyd approve`"
+    } else {
+        "new nodes are refused until `tyd enroll --for`"
+    };
+    if !policy.has_windows() {
+        if enroll_for.is_some() {
+            bail!(
+                "--enroll-for opens an enrollment window, which --admission {} does not have \
+                 (windows are for --admission enroll and window)",
+                policy.name()
+            );
+        }
+        let said = if policy == Policy::Psk {
+            "warning: --admission psk admits anyone who holds the cluster key, and every \
+             drone image carries it to whoever downloads the image: use psk only on a \
+             closed network"
+                .to_string()
+        } else {
+            format!("admission approve: {outside}")
+        };
+        return Ok((Duration::ZERO, said));
+    }
+    let open_for = enroll_for.unwrap_or(ENROLL_AT_START);
+    let said = if open_for.is_zero() {
+        format!("no enrollment window at start: {outside}")
+    } else {
+        format!(
+            "enrollment window open for {}s: holders of the cluster key join until it \
+             closes, then {outside}",
+            open_for.as_secs()
+        )
+    };
+    Ok((open_for, said))
 }
 
 fn join_cluster(join: Join) -> anyhow::Result<()> {
+    if let Some(given) = &join.head {
+        // The node's own tyd (the image's service) runs: it joins, so the
+        // membership stays supervised and this shell stays free.
+        if control::answers(&join.socket) {
+            let head = drone::parse_head(given).map_err(anyhow::Error::msg)?;
+            println!("tyd: this node's tyd runs; asking it to join head {head}");
+            return change(
+                &join.socket,
+                Request::Join {
+                    head: head.to_string(),
+                },
+                drone::JOIN_WAIT + Duration::from_secs(5),
+            );
+        }
+    }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let baked = std::fs::read_to_string(join.dir.join(keys::HEAD_ADDRESS)).ok();
     let head = drone::find_head(join.head.as_deref(), &cmdline, baked.as_deref())
@@ -442,11 +687,13 @@ fn join_cluster(join: Join) -> anyhow::Result<()> {
         hostname: hostname(join.hostname),
         wireguard_port: join.wireguard_port,
         session_over_overlay: !join.control_plane_only,
+        source: None,
+        manage_node: join.manage_node,
     };
     let result = Drone::new(config, dataplane.as_mut(), Some(control))
         .and_then(|mut drone| drone.run(Some(stop.as_fd())));
     let _ = std::fs::remove_file(&join.socket);
-    result
+    Ok(result?)
 }
 
 #[cfg(test)]
@@ -465,6 +712,55 @@ mod tests {
         for (given, expected) in table {
             let args = given.iter().map(|s| s.to_string()).collect();
             assert_eq!(seed_aliases(args), *expected, "{given:?}");
+        }
+    }
+
+    #[test]
+    fn each_policy_says_what_it_admits_at_start() {
+        let minutes = |m: u64| Some(Duration::from_secs(m * 60));
+        // The seconds opened and how the line starts, or the error.
+        type Expected = Result<(u64, &'static str), &'static str>;
+        let table: &[(Policy, Option<Duration>, Expected)] = &[
+            (
+                Policy::Enroll,
+                None,
+                Ok((900, "enrollment window open for 900s: holders of the cluster key join until it closes, then new nodes wait for `tyd approve`")),
+            ),
+            (
+                Policy::Enroll,
+                Some(Duration::ZERO),
+                Ok((0, "no enrollment window at start: new nodes wait for `tyd approve`")),
+            ),
+            (
+                Policy::Window,
+                minutes(1),
+                Ok((60, "enrollment window open for 60s: holders of the cluster key join until it closes, then new nodes are refused until `tyd enroll --for`")),
+            ),
+            (
+                Policy::Psk,
+                None,
+                Ok((0, "warning: --admission psk admits anyone who holds the cluster key")),
+            ),
+            (
+                Policy::Approve,
+                None,
+                Ok((0, "admission approve: new nodes wait for `tyd approve`")),
+            ),
+            (
+                Policy::Psk,
+                minutes(15),
+                Err("--enroll-for opens an enrollment window, which --admission psk does not have"),
+            ),
+        ];
+        for (policy, enroll_for, expected) in table {
+            match (window_at_start(*policy, *enroll_for), expected) {
+                (Ok((open, said)), Ok((seconds, start))) => {
+                    assert_eq!(open.as_secs(), *seconds, "{policy:?}");
+                    assert!(said.starts_with(start), "{policy:?}: {said}");
+                }
+                (Err(e), Err(start)) => assert!(e.to_string().starts_with(start), "{e}"),
+                (got, _) => panic!("{policy:?} {enroll_for:?}: {got:?}"),
+            }
         }
     }
 }

@@ -161,6 +161,19 @@ impl Lab {
         }
     }
 
+    /// Waits for process `index` to end by itself; its status.
+    pub fn exit_status(&mut self, index: usize) -> std::process::ExitStatus {
+        let child = &mut self.processes[index];
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process {index} did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Runs `f` on a thread inside namespace `ns` (sockets it opens stay
     /// in that namespace).
     pub fn inside<T: Send>(&self, ns: &str, f: impl FnOnce() -> T + Send) -> T {

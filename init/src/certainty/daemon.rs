@@ -14,20 +14,18 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mkimage::manifest::{Digest, MANIFEST_PATH};
+use mkimage::manifest::Digest;
 use nix::sys::signal::Signal;
 
 use super::change::{Change, Difference};
-use super::pause::{self, partial_path, Pause, PAUSE_FILE};
-use super::verify::{verify, Baseline};
+use super::pause::{self, partial_path, Pause};
+use super::verify::{verify_with, Baseline};
 use super::WRITABLE_MOUNTS;
-use crate::cmdline::{Watchdog, WatchdogAction};
 use crate::log::Level;
 use crate::signals::Power;
+use chaos_contract::cmdline::{Watchdog, WatchdogAction};
+use chaos_contract::duration::show;
 
-/// A heartbeat PID 1 can watch: rewritten at least every interval unless
-/// `chaos.watchdog=off`.
-pub const STATUS_FILE: &str = "/run/chaos/certaintyd.status";
 /// At most this many differences are listed per report, so a flood of
 /// added files cannot flood the console; the count of the rest follows.
 pub const MAX_LISTED: usize = 64;
@@ -37,13 +35,11 @@ const REASK: Duration = Duration::from_secs(60);
 /// stays, so the supervisor sees a healthy service.
 const IDLE: Duration = Duration::from_secs(3600);
 
-/// The signal that asks PID 1 for `power` (PID 1's own table is
-/// `signals::REQUESTS`; a test keeps the two in step).
+/// The signal that asks PID 1 for `power`
+/// ([`chaos_contract::power::signal_for`]).
 pub fn ask_signal(power: Power) -> Signal {
-    match power {
-        Power::Reboot => Signal::SIGUSR1,
-        Power::Off => Signal::SIGUSR2,
-    }
+    // The user signals, which nix knows.
+    Signal::try_from(chaos_contract::power::signal_for(power)).unwrap_or(Signal::SIGUSR1)
 }
 
 /// The daemon's view of the system.
@@ -96,9 +92,9 @@ impl Config {
             watchdog,
             pinned,
             root: "/".into(),
-            manifest: MANIFEST_PATH.into(),
-            pause_file: PAUSE_FILE.into(),
-            status_file: Some(STATUS_FILE.into()),
+            manifest: chaos_contract::paths::MANIFEST.into(),
+            pause_file: chaos_contract::paths::CERTAINTYD_PAUSE.into(),
+            status_file: Some(chaos_contract::paths::CERTAINTYD_STATUS.into()),
             writable: WRITABLE_MOUNTS,
         }
     }
@@ -110,14 +106,6 @@ fn action_word(action: WatchdogAction) -> &'static str {
         WatchdogAction::Poweroff => "poweroff",
         WatchdogAction::Log => "log",
         WatchdogAction::Off => "off",
-    }
-}
-
-fn show(d: Duration) -> String {
-    if d.subsec_millis() != 0 {
-        format!("{}ms", d.as_millis())
-    } else {
-        pause::show(d)
     }
 }
 
@@ -216,10 +204,17 @@ impl<N: Node> Daemon<N> {
             return w.interval;
         }
         let started = Instant::now();
-        let result = verify(
+        let mut last_beat = started;
+        let result = verify_with(
             &self.config.root,
             self.baseline.as_ref().expect("loaded above"),
             self.config.writable,
+            &mut || {
+                if last_beat.elapsed() >= w.interval {
+                    last_beat = Instant::now();
+                    self.status("verifying", self.node.uptime(), None);
+                }
+            },
         );
         let elapsed = started.elapsed();
         self.passes += 1;
@@ -312,9 +307,9 @@ impl<N: Node> Daemon<N> {
                 let line = format!(
                     "maintenance window: verification paused for {} by uid {}, \
                      {} left (`certaintyd resume` ends it)",
-                    pause::show(p.until.saturating_sub(p.requested)),
+                    show(p.until.saturating_sub(p.requested)),
                     p.uid,
-                    pause::show(p.remaining(now))
+                    show(p.remaining(now))
                 );
                 self.node.log(Level::Warn, &line);
                 self.pause = Some(p);
@@ -325,7 +320,7 @@ impl<N: Node> Daemon<N> {
             if now < p.until {
                 let line = format!(
                     "ignoring a pause request that runs past the {} limit",
-                    pause::show(pause::MAX_PAUSE)
+                    show(pause::MAX_PAUSE)
                 );
                 self.node.log(Level::Warn, &line);
             }

@@ -13,8 +13,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Where the request lives: /run is a tmpfs, so a reboot ends any window.
-pub const PAUSE_FILE: &str = "/run/chaos/certaintyd.pause";
+use chaos_contract::duration;
+
 /// The longest window; a longer job asks again.
 pub const MAX_PAUSE: Duration = Duration::from_secs(60 * 60);
 
@@ -29,9 +29,12 @@ pub struct Pause {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PauseError {
-    #[error("{0:?} is not a duration, expected <n>s, <n>m or <n>h (at most 60m)")]
-    Duration(String),
-    #[error("{given:?} is longer than the {}m limit of a maintenance window", MAX_PAUSE.as_secs() / 60)]
+    #[error("{0} (at most {max})", max = duration::show(MAX_PAUSE))]
+    Duration(#[from] duration::DurationError),
+    #[error(
+        "{given:?} is longer than the {} limit of a maintenance window",
+        duration::show(MAX_PAUSE)
+    )]
     TooLong { given: String },
     #[error("{given:?} is no window; `certaintyd resume` ends one")]
     Zero { given: String },
@@ -45,26 +48,10 @@ pub enum PauseError {
     },
 }
 
-/// `<n>s`, `<n>m`, `<n>h`, or a bare number of seconds, between one second
-/// and [`MAX_PAUSE`].
-pub fn parse_duration(text: &str) -> Result<Duration, PauseError> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(PauseError::Duration(text.into())),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| PauseError::Duration(text.into()))?;
-    let duration = n
-        .checked_mul(scale)
-        .map(Duration::from_secs)
-        .ok_or_else(|| PauseError::TooLong { given: text.into() })?;
+/// The length of a window, in the duration grammar of
+/// [`chaos_contract::duration`], between one millisecond and [`MAX_PAUSE`].
+pub fn parse_window(text: &str) -> Result<Duration, PauseError> {
+    let duration = duration::parse(text)?;
     if duration.is_zero() {
         return Err(PauseError::Zero { given: text.into() });
     }
@@ -72,20 +59,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, PauseError> {
         return Err(PauseError::TooLong { given: text.into() });
     }
     Ok(duration)
-}
-
-/// Shows a window's length the way it is typed.
-pub fn show(d: Duration) -> String {
-    let secs = d.as_secs();
-    // `x / n * n == x` rather than `is_multiple_of`, which is newer than the
-    // workspace's rust-version.
-    if secs != 0 && secs / 3600 * 3600 == secs {
-        format!("{}h", secs / 3600)
-    } else if secs != 0 && secs / 60 * 60 == secs {
-        format!("{}m", secs / 60)
-    } else {
-        format!("{secs}s")
-    }
 }
 
 impl Pause {
@@ -136,6 +109,22 @@ impl Pause {
     pub fn is_active(&self, now: Duration) -> bool {
         now < self.until && self.until - now <= MAX_PAUSE
     }
+}
+
+/// Whether certaintyd's status (its status file's text) shows a request
+/// made at `requested` (boot clock) honoured: a tick that began after it
+/// found the node paused, or still in its grace, so no pass that could
+/// have seen the root changing is under way.
+pub fn honoured(status: &str, requested: Duration) -> bool {
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+    };
+    let since = field("uptime_ms")
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .is_some_and(|ms| Duration::from_millis(ms) >= requested);
+    since && matches!(field("state"), Some("paused" | "grace"))
 }
 
 /// `<path>.partial`: appended, not replacing an extension, so two files
@@ -202,53 +191,60 @@ mod tests {
     use crate::certainty::fixture::Scratch;
 
     #[test]
-    fn durations() {
+    fn a_request_is_honoured_once_a_later_tick_finds_the_node_paused() {
+        let requested = Duration::from_millis(5000);
+        let table = [
+            ("state paused\nuptime_ms 5200\npasses 3\n", true),
+            ("state grace\nuptime_ms 5000\npasses 0\n", true),
+            // The tick that wrote it began before the request.
+            ("state paused\nuptime_ms 4900\npasses 3\n", false),
+            ("state ok\nuptime_ms 6000\npasses 4\n", false),
+            ("state paused\n", false),
+            ("", false),
+        ];
+        for (status, honoured_yet) in table {
+            assert_eq!(honoured(status, requested), honoured_yet, "{status:?}");
+        }
+    }
+
+    #[test]
+    fn window_lengths() {
         let ok = [
             ("90", 90),
             ("90s", 90),
             ("10m", 600),
             ("1h", 3600),
             ("60m", 3600),
+            ("1m30s", 90),
         ];
         for (text, secs) in ok {
-            assert_eq!(parse_duration(text).unwrap(), Duration::from_secs(secs));
+            assert_eq!(parse_window(text).unwrap(), Duration::from_secs(secs));
         }
+        let syntax = format!(
+            "is not a duration, expected {} (at most 1h)",
+            duration::SYNTAX
+        );
         let bad = [
-            (
-                "10 m",
-                "\"10 m\" is not a duration, expected <n>s, <n>m or <n>h (at most 60m)",
-            ),
-            (
-                "",
-                "\"\" is not a duration, expected <n>s, <n>m or <n>h (at most 60m)",
-            ),
-            (
-                "1d",
-                "\"1d\" is not a duration, expected <n>s, <n>m or <n>h (at most 60m)",
-            ),
-            (
-                "-5m",
-                "\"-5m\" is not a duration, expected <n>s, <n>m or <n>h (at most 60m)",
-            ),
+            ("10 m", format!("\"10 m\" {syntax}")),
+            ("", format!("\"\" {syntax}")),
+            ("1d", format!("\"1d\" {syntax}")),
+            ("-5m", format!("\"-5m\" {syntax}")),
             (
                 "61m",
-                "\"61m\" is longer than the 60m limit of a maintenance window",
+                "\"61m\" is longer than the 1h limit of a maintenance window".into(),
             ),
             (
                 "99999999999999999999h",
-                "\"99999999999999999999h\" is not a duration, expected <n>s, <n>m or <n>h (at most 60m)",
+                "\"99999999999999999999h\" is too long a duration (at most 1h)".into(),
             ),
             (
                 "0m",
-                "\"0m\" is no window; `certaintyd resume` ends one",
+                "\"0m\" is no window; `certaintyd resume` ends one".into(),
             ),
         ];
         for (text, want) in bad {
-            assert_eq!(parse_duration(text).unwrap_err().to_string(), want);
+            assert_eq!(parse_window(text).unwrap_err().to_string(), want);
         }
-        assert_eq!(show(Duration::from_secs(600)), "10m");
-        assert_eq!(show(Duration::from_secs(3600)), "1h");
-        assert_eq!(show(Duration::from_secs(90)), "90s");
     }
 
     #[test]

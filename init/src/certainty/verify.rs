@@ -151,6 +151,18 @@ pub struct VerifyError {
 /// Compares the tree at `root` with `baseline`. Paths in `writable` are
 /// absolute inside that root (`/tmp`) and skipped while they are mounts.
 pub fn verify(root: &Path, baseline: &Baseline, writable: &[&str]) -> Result<Report, VerifyError> {
+    verify_with(root, baseline, writable, &mut || {})
+}
+
+/// [`verify`], calling `progress` after every file hashed: a pass over a
+/// big image takes seconds under emulation, and the daemon's heartbeat
+/// must not stop meanwhile.
+pub fn verify_with(
+    root: &Path,
+    baseline: &Baseline,
+    writable: &[&str],
+    progress: &mut dyn FnMut(),
+) -> Result<Report, VerifyError> {
     let fail = |source| VerifyError {
         root: root.to_path_buf(),
         source,
@@ -168,6 +180,7 @@ pub fn verify(root: &Path, baseline: &Baseline, writable: &[&str]) -> Result<Rep
         root_dev,
         buf: vec![0; 128 * 1024],
         report: Report::default(),
+        progress,
     };
     walk.dir(&mut dir, "");
     let mut report = walk.report;
@@ -184,6 +197,7 @@ struct Walk<'a> {
     /// Reused for every file, so a pass allocates no read buffers.
     buf: Vec<u8>,
     report: Report,
+    progress: &'a mut dyn FnMut(),
 }
 
 impl Walk<'_> {
@@ -321,7 +335,9 @@ impl Walk<'_> {
             &Kind::File { size, sha256 } => {
                 let found_size = st.st_size as u64;
                 let found = if found_size == size {
-                    match self.hash_at(fd, name, &st) {
+                    let hashed = self.hash_at(fd, name, &st);
+                    (self.progress)();
+                    match hashed {
                         Ok(hashed) => {
                             if hashed.capabilities {
                                 self.differ(path(), Change::Capabilities);

@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use super::{acquire, give_back, keep, set_bound, Client, Kept, Lease, LEASE_FILE};
+use super::{acquire, give_back, keep, set_bound, Client, Kept, Lease};
 use crate::hosts::{self, Identity};
 use crate::net::{Link, Netlink};
 use crate::sys::{Linux, System};
 use crate::{error, info, warn};
+use chaos_contract::fact::{self, Fact};
 
 /// How long a NIC may take to get carrier before DHCP gives up on it.
 const CARRIER_WAIT: Duration = Duration::from_secs(60);
@@ -258,7 +259,11 @@ fn apply(
     if let Some(router) = o.routers.first() {
         netlink.replace_default_route(*router, Some(link.index))?;
     }
-    Linux.write_file(std::path::Path::new(LEASE_FILE), &lease.render(), 0o644)?;
+    Linux.write_file(
+        std::path::Path::new(chaos_contract::paths::LEASE),
+        &lease.render(),
+        0o644,
+    )?;
     set_bound(Some((lease.clone(), client.clone())));
     if announce {
         info!(
@@ -271,6 +276,22 @@ fn apply(
                 .map_or("ever".to_string(), |l| format!("{} s", l.as_secs()))
         );
         info!("{}", lease.summary(&identity.hostname));
+        let mut lease_fact = Fact::new(fact::LEASE)
+            .with("interface", &link.name)
+            .with("address", format!("{}/{}", o.address, o.prefix))
+            .with("server", o.server)
+            .with(
+                "seconds",
+                o.lease
+                    .map_or("forever".to_string(), |l| l.as_secs().to_string()),
+            );
+        if let Some(router) = o.routers.first() {
+            lease_fact = lease_fact.with("router", router);
+        }
+        info!("{lease_fact}");
+        for what in &o.ignored {
+            warn!("dhcp: {}: not using {what} from {}", link.name, o.server);
+        }
     }
     Ok(())
 }
@@ -286,7 +307,7 @@ fn withdraw(link: &Link, lease: &Lease) {
             link.name, o.address, o.prefix
         );
     }
-    let _ = std::fs::remove_file(LEASE_FILE);
+    let _ = std::fs::remove_file(chaos_contract::paths::LEASE);
 }
 
 #[cfg(test)]
@@ -310,6 +331,7 @@ mod tests {
                 lease: None,
                 renew: None,
                 rebind: None,
+                ignored: vec![],
             },
         )
     }

@@ -1,7 +1,7 @@
 //! A bound lease: its timers, the file other programs read it from, and the
 //! console summary.
 //!
-//! The lease file, [`LEASE_FILE`], is for fix_hosts and tyd (and a person at
+//! The lease file, [`chaos_contract::paths::LEASE`], is for fix_hosts and tyd (and a person at
 //! the console): `key=value` lines, lists comma-separated, absent keys
 //! unknown. Times are whole seconds: `*_seconds` relative to `obtained`, and
 //! `obtained` itself in seconds since the Unix epoch by the node's clock
@@ -28,10 +28,7 @@ use std::fmt::Write;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::packet::Offer;
-
-/// Where the current lease is written.
-pub const LEASE_FILE: &str = "/run/chaos/lease";
+use super::packet::{Offer, MIN_LEASE};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -61,12 +58,15 @@ impl Lease {
     /// server left out, and a T1 or T2 past the end is pulled back.
     pub fn timers(&self) -> Option<(Duration, Duration, Duration)> {
         let lease = self.offer.lease?;
+        // A T1 or T2 of 0 would have the node renew without a pause.
+        let floor = (MIN_LEASE / 2).min(lease);
         let rebind = self
             .offer
             .rebind
             .filter(|t| *t <= lease)
-            .unwrap_or(lease * 7 / 8);
-        let renew = self.offer.renew.unwrap_or(lease / 2).min(rebind);
+            .unwrap_or(lease * 7 / 8)
+            .max(floor);
+        let renew = self.offer.renew.unwrap_or(lease / 2).max(floor).min(rebind);
         Some((renew, rebind, lease))
     }
 
@@ -166,6 +166,7 @@ mod tests {
                 lease: s(lease),
                 renew: s(renew),
                 rebind: s(rebind),
+                ignored: vec![],
             },
             obtained: Instant::now(),
             obtained_unix: 1_700_000_000,
@@ -191,6 +192,7 @@ mod tests {
             Some((87, 87, 100))
         );
         assert_eq!(secs(lease(Some(100), Some(90), None)), Some((87, 87, 100)));
+        assert_eq!(secs(lease(Some(60), Some(0), Some(0))), Some((5, 5, 60)));
         assert_eq!(secs(lease(None, Some(60), None)), None);
     }
 

@@ -25,8 +25,8 @@ use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use lease::{Lease, LEASE_FILE};
-pub use packet::{Client, Offer, PacketError, Reply};
+pub use lease::Lease;
+pub use packet::{parse as parse_reply, Client, Offer, PacketError, Reply};
 
 use crate::{debug, info, warn};
 
@@ -39,8 +39,9 @@ const REQUEST_TRIES: usize = 4;
 /// The shortest wait between renewal (or rebinding) requests; RFC 2131
 /// says 60 s, which a two-minute lab lease could not afford.
 const MIN_RETRY: Duration = Duration::from_secs(4);
-/// Largest datagram we read; servers are told 1500.
-const RECEIVE_BUFFER: usize = 1536;
+/// Largest datagram we read: one byte more than servers are told, so that
+/// a longer one is seen to be too long rather than read cut short.
+const RECEIVE_BUFFER: usize = packet::MAX_MESSAGE_SIZE as usize + 1;
 /// How long a RELEASE may take to leave before power-off goes on anyway.
 const DRAIN_WAIT: Duration = Duration::from_secs(1);
 const DRAIN_POLL: Duration = Duration::from_millis(10);

@@ -2,6 +2,12 @@
 //! sends and the checks a reply must pass before anything of it is used.
 //! dhcproto does the wire format; this module decides what goes in and what
 //! a usable reply is. It does no I/O.
+//!
+//! Any host on the LAN can answer, so a reply is read as hostile: one that
+//! is too long, repeats an option that has one value, or leases for less
+//! than [`MIN_LEASE`] is refused; what a usable reply carries that the node
+//! must not use (a router off its subnet, a name with control characters,
+//! more servers than it needs) is left out and said so in [`Offer::ignored`].
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -9,12 +15,24 @@ use std::time::Duration;
 use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 
+use chaos_contract::cmdline::is_dns_name;
+
 /// The fixed BOOTP part plus the magic cookie: nothing shorter is DHCP.
 const FIXED_LEN: usize = 240;
 /// DHCP's magic cookie, after the BOOTP fields.
 const COOKIE: [u8; 4] = [99, 130, 83, 99];
-/// What we tell servers we can receive (RFC 2131's minimum is 576).
-const MAX_MESSAGE_SIZE: u16 = 1500;
+/// What we tell servers we can receive (RFC 2131's minimum is 576); a
+/// longer reply is refused.
+pub const MAX_MESSAGE_SIZE: u16 = 1500;
+/// The shortest lease taken: a node would spend a shorter one renewing.
+pub const MIN_LEASE: Duration = Duration::from_secs(10);
+/// Servers of each kind (DNS, NTP) kept from a reply: resolv.conf's libc
+/// reads three.
+const MAX_SERVERS: usize = 3;
+/// Options that carry one value, so a reply naming one twice is
+/// contradicting itself: subnet mask, lease time, message type, server
+/// identifier, T1, T2.
+const SINGLE_VALUED: [u8; 6] = [1, 51, 53, 54, 58, 59];
 
 /// What identifies this client in every request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +49,18 @@ pub struct Client {
 pub enum PacketError {
     #[error("{0}-byte datagram is shorter than a DHCP message ({FIXED_LEN} bytes at least)")]
     Short(usize),
+    #[error("datagram of more than {MAX_MESSAGE_SIZE} bytes, the most this client takes")]
+    Long,
+    #[error("option {0} appears more than once, but has one value")]
+    Repeated(u8),
+    #[error("option {code} is {len} bytes long, expected {expected}")]
+    OptionLength {
+        code: u8,
+        len: usize,
+        expected: String,
+    },
+    #[error("a lease of {0} s (this client takes {min} s at least)", min = MIN_LEASE.as_secs())]
+    ShortLease(u64),
     #[error("undecodable DHCP message: {0}")]
     Decode(String),
     #[error("op {0} is not BOOTREPLY (2)")]
@@ -81,6 +111,8 @@ pub struct Offer {
     pub lease: Option<Duration>,
     pub renew: Option<Duration>,
     pub rebind: Option<Duration>,
+    /// What the reply carried that is not used, and why, for the console.
+    pub ignored: Vec<String>,
 }
 
 /// An empty BOOTREQUEST: the fixed part zeroed, the cookie, no options.
@@ -172,6 +204,9 @@ pub fn parse(bytes: &[u8], xid: u32, mac: [u8; 6]) -> Result<Reply, PacketError>
     if bytes.len() < FIXED_LEN {
         return Err(PacketError::Short(bytes.len()));
     }
+    if bytes.len() > usize::from(MAX_MESSAGE_SIZE) {
+        return Err(PacketError::Long);
+    }
     // dhcproto takes any cookie and stops reading options at the first bad
     // one, so the cookie is checked here and a reply missing what we need
     // is refused below.
@@ -179,6 +214,9 @@ pub fn parse(bytes: &[u8], xid: u32, mac: [u8; 6]) -> Result<Reply, PacketError>
     if cookie != COOKIE {
         return Err(PacketError::Cookie(cookie));
     }
+    // dhcproto keeps the last of repeated options (or joins adjacent ones)
+    // and trusts option lengths, so both are checked on the raw bytes.
+    check_options(&bytes[FIXED_LEN..])?;
     let msg = Message::decode(&mut Decoder::new(bytes))
         .map_err(|e| PacketError::Decode(e.to_string()))?;
     if msg.opcode() != Opcode::BootReply {
@@ -190,13 +228,11 @@ pub fn parse(bytes: &[u8], xid: u32, mac: [u8; 6]) -> Result<Reply, PacketError>
             want: xid,
         });
     }
-    if msg.chaddr().get(..6) != Some(&mac[..]) {
-        let shown: Vec<String> = msg
-            .chaddr()
-            .iter()
-            .take(6)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+    // From the raw bytes: dhcproto's chaddr() cuts the field at the
+    // message's hardware length, and panics when a reply says more than 16.
+    let chaddr = &bytes[28..34];
+    if chaddr != mac {
+        let shown: Vec<String> = chaddr.iter().map(|b| format!("{b:02x}")).collect();
         return Err(PacketError::OtherClient(shown.join(":")));
     }
     let opts = msg.opts();
@@ -206,8 +242,14 @@ pub fn parse(bytes: &[u8], xid: u32, mac: [u8; 6]) -> Result<Reply, PacketError>
         _ => None,
     };
     if kind == MessageType::Nak {
+        // Shown on the console: no control characters, and not a screenful.
         let message = match opts.get(OptionCode::Message) {
-            Some(DhcpOption::Message(text)) => Some(text.clone()),
+            Some(DhcpOption::Message(text)) => Some(
+                text.chars()
+                    .take(128)
+                    .map(|c| if c.is_control() { '?' } else { c })
+                    .collect(),
+            ),
             _ => None,
         };
         return Ok(Reply::Nak { server, message });
@@ -251,31 +293,130 @@ pub fn parse(bytes: &[u8], xid: u32, mac: [u8; 6]) -> Result<Reply, PacketError>
         ) if *s != u32::MAX => Some(Duration::from_secs(u64::from(*s))),
         _ => None,
     };
-    let text = |code| match opts.get(code) {
+    let lease = seconds(OptionCode::AddressLeaseTime);
+    if let Some(lease) = lease.filter(|l| *l < MIN_LEASE) {
+        return Err(PacketError::ShortLease(lease.as_secs()));
+    }
+    let mut ignored = Vec::new();
+    let mut name = |code, what: &str| match opts.get(code) {
         Some(DhcpOption::Hostname(s) | DhcpOption::DomainName(s)) => {
-            // NUL-padded by some servers; a name is printable or not used.
-            let s = s.trim_end_matches('\0').trim();
-            (!s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic())).then(|| s.to_string())
+            // NUL-padded by some servers.
+            let trimmed = s.trim_end_matches('\0');
+            if is_dns_name(trimmed) {
+                return Some(trimmed.to_string());
+            }
+            let shown: String = trimmed.chars().take(64).collect();
+            ignored.push(format!(
+                "{what} {shown:?} (expected a DNS name: letters, digits, '-' and '.')"
+            ));
+            None
         }
         _ => None,
     };
+    let hostname = name(OptionCode::Hostname, "host name");
+    let domain = name(OptionCode::DomainName, "domain");
+    let subnet = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    let on_link = |router: &Ipv4Addr| {
+        u32::from(*router) & subnet == u32::from(address) & subnet && *router != address
+    };
+    let mut routers = addresses(OptionCode::Router);
+    for router in routers.iter().filter(|r| !on_link(r)) {
+        ignored.push(format!(
+            "router {router}, outside {}/{prefix}",
+            Ipv4Addr::from(u32::from(address) & subnet)
+        ));
+    }
+    routers.retain(on_link);
+    let mut servers = |code, what: &str| {
+        let mut list = addresses(code);
+        if list.len() > MAX_SERVERS {
+            ignored.push(format!(
+                "{} of {} {what} servers (the first {MAX_SERVERS} are kept)",
+                list.len() - MAX_SERVERS,
+                list.len()
+            ));
+            list.truncate(MAX_SERVERS);
+        }
+        list
+    };
+    let dns = servers(OptionCode::DomainNameServer, "DNS");
+    let ntp = servers(OptionCode::NtpServers, "NTP");
     let offer = Offer {
         address,
         server,
         prefix,
-        routers: addresses(OptionCode::Router),
-        dns: addresses(OptionCode::DomainNameServer),
-        domain: text(OptionCode::DomainName),
-        hostname: text(OptionCode::Hostname),
-        ntp: addresses(OptionCode::NtpServers),
-        lease: seconds(OptionCode::AddressLeaseTime),
+        routers,
+        dns,
+        domain,
+        hostname,
+        ntp,
+        lease,
         renew: seconds(OptionCode::Renewal),
         rebind: seconds(OptionCode::Rebinding),
+        ignored,
     };
     Ok(match kind {
         MessageType::Offer => Reply::Offer(offer),
         _ => Reply::Ack(offer),
     })
+}
+
+/// Options whose length is fixed (or has a least), as RFC 2132 and its
+/// successors give them; dhcproto assumes these lengths (asserting some
+/// in debug builds, as fuzzing found), so a reply that breaks one is
+/// refused before it is decoded.
+const LENGTHS: &[(u8, usize, bool)] = &[
+    // (code, length, whether it may be longer)
+    (1, 4, false),
+    (51, 4, false),
+    (53, 1, false),
+    (54, 4, false),
+    (57, 2, false),
+    (58, 4, false),
+    (59, 4, false),
+    (80, 0, false),
+    (81, 3, true),
+    (94, 3, false),
+    (152, 4, false),
+    (153, 4, false),
+    (154, 4, false),
+    (155, 4, false),
+];
+
+/// Checks `options` (the bytes after the magic cookie) as raw bytes: no
+/// option among [`SINGLE_VALUED`] twice, none of [`LENGTHS`] of another
+/// length.
+fn check_options(options: &[u8]) -> Result<(), PacketError> {
+    let mut seen = [false; 256];
+    let mut at = 0;
+    while let Some(&code) = options.get(at) {
+        match code {
+            0 => at += 1,
+            255 => break,
+            _ => {
+                if SINGLE_VALUED.contains(&code)
+                    && std::mem::replace(&mut seen[usize::from(code)], true)
+                {
+                    return Err(PacketError::Repeated(code));
+                }
+                let len = options.get(at + 1).map_or(0, |l| usize::from(*l));
+                if let Some(&(_, expected, at_least)) = LENGTHS.iter().find(|(c, ..)| *c == code) {
+                    if len != expected && !(at_least && len > expected) {
+                        return Err(PacketError::OptionLength {
+                            code,
+                            len,
+                            expected: format!(
+                                "{}{expected}",
+                                if at_least { "at least " } else { "" }
+                            ),
+                        });
+                    }
+                }
+                at += 2 + len;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The class default prefix, as the kernel's ipconfig uses without option 1;
@@ -354,6 +495,7 @@ mod tests {
                 lease: Some(Duration::from_secs(86400)),
                 renew: None,
                 rebind: None,
+                ignored: vec![],
             })
         );
     }
@@ -442,6 +584,129 @@ mod tests {
         }
     }
 
+    /// An ACK to (XID, MAC) of 192.168.98.50/24 from 192.168.98.1, its
+    /// options (after the message type and server) given as raw bytes.
+    fn ack_with(options: &[u8]) -> Vec<u8> {
+        let mut b = bytes(SLIRP_ACK)[..FIXED_LEN].to_vec();
+        b[16..20].copy_from_slice(&[192, 168, 98, 50]);
+        b.extend([53, 1, 5, 54, 4, 192, 168, 98, 1, 1, 4, 255, 255, 255, 0]);
+        b.extend(options);
+        b.push(0xff);
+        b
+    }
+
+    fn ack_of(options: &[u8]) -> Offer {
+        match parse(&ack_with(options), XID, MAC) {
+            Ok(Reply::Ack(offer)) => offer,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hostile_replies_are_refused_with_a_reason() {
+        // Vendor options (43) enough to pass 1500 bytes.
+        let mut vendor = Vec::new();
+        for _ in 0..6 {
+            vendor.extend([43, 255]);
+            vendor.extend([0; 255]);
+        }
+        let long = ack_with(&vendor);
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (
+                long,
+                "datagram of more than 1500 bytes, the most this client takes",
+            ),
+            (
+                ack_with(&[53, 1, 2]),
+                "option 53 appears more than once, but has one value",
+            ),
+            (
+                ack_with(&[54, 4, 10, 0, 0, 1]),
+                "option 54 appears more than once, but has one value",
+            ),
+            (
+                ack_with(&[51, 4, 0, 0, 0, 0]),
+                "a lease of 0 s (this client takes 10 s at least)",
+            ),
+            // Lengths dhcproto would trust (or assert on), as fuzzing found.
+            (
+                ack_with(&[94, 2, 1, 2]),
+                "option 94 is 2 bytes long, expected 3",
+            ),
+            (
+                ack_with(&[81, 1, 0]),
+                "option 81 is 1 bytes long, expected at least 3",
+            ),
+            (
+                ack_with(&[51, 2, 0, 9]),
+                "option 51 is 2 bytes long, expected 4",
+            ),
+            (
+                ack_with(&[51, 4, 0, 0, 0, 9]),
+                "a lease of 9 s (this client takes 10 s at least)",
+            ),
+        ];
+        for (packet, want) in cases {
+            let err = parse(&packet, XID, MAC).unwrap_err();
+            assert_eq!(err.to_string(), want);
+        }
+        // Another client's transaction or hardware address: not ours.
+        let mut other = ack_with(&[]);
+        other[4] ^= 1;
+        assert!(matches!(
+            parse(&other, XID, MAC),
+            Err(PacketError::OtherTransaction { .. })
+        ));
+        let mut other = ack_with(&[]);
+        other[33] ^= 1;
+        assert!(matches!(
+            parse(&other, XID, MAC),
+            Err(PacketError::OtherClient(_))
+        ));
+        // A hardware address length beyond the 16-byte field, as fuzzing
+        // found: once a panic in dhcproto, now read past.
+        let mut long_hlen = ack_with(&[]);
+        long_hlen[2] = 205;
+        assert!(matches!(parse(&long_hlen, XID, MAC), Ok(Reply::Ack(_))));
+    }
+
+    #[test]
+    fn what_a_usable_reply_must_not_set_is_left_out_and_said() {
+        // The longest lease is no lease end at all.
+        assert_eq!(ack_of(&[51, 4, 0xff, 0xff, 0xff, 0xff]).lease, None);
+        assert_eq!(
+            ack_of(&[51, 4, 0xff, 0xff, 0xff, 0xfe]).lease,
+            Some(Duration::from_secs(u64::from(u32::MAX - 1)))
+        );
+
+        let mut options = vec![3, 8, 10, 9, 9, 9, 192, 168, 98, 254];
+        options.extend([12, 9]);
+        options.extend(b"dr\x1b[2Jone");
+        options.extend([15, 5]);
+        options.extend(b"lab\n ");
+        options.extend([6, 40]);
+        for n in 1..=10 {
+            options.extend([192, 168, 98, n]);
+        }
+        let offer = ack_of(&options);
+        assert_eq!(offer.routers, [Ipv4Addr::new(192, 168, 98, 254)]);
+        assert_eq!(offer.hostname, None);
+        assert_eq!(offer.domain, None);
+        assert_eq!(offer.dns.len(), 3);
+        assert_eq!(
+            offer.ignored,
+            [
+                "host name \"dr\\u{1b}[2Jone\" (expected a DNS name: letters, digits, '-' and '.')",
+                "domain \"lab\\n \" (expected a DNS name: letters, digits, '-' and '.')",
+                "router 10.9.9.9, outside 192.168.98.0/24",
+                "7 of 10 DNS servers (the first 3 are kept)",
+            ]
+        );
+        let named = ack_of(&[12, 6, b'd', b'r', b'o', b'n', b'e', 0]);
+        assert_eq!(named.hostname.as_deref(), Some("drone"));
+        assert!(named.ignored.is_empty());
+    }
+
     #[test]
     fn a_nak_carries_the_servers_message() {
         let mut b = bytes(SLIRP_ACK)[..FIXED_LEN].to_vec();
@@ -455,6 +720,14 @@ mod tests {
                 message: Some("wrong".into())
             }
         );
+        let mut b = bytes(SLIRP_ACK)[..FIXED_LEN].to_vec();
+        b.extend([0x35, 1, 6, 0x38, 6]);
+        b.extend(b"\x1b[2Jno");
+        b.push(0xff);
+        let Reply::Nak { message, .. } = parse(&b, XID, MAC).unwrap() else {
+            panic!("not a NAK");
+        };
+        assert_eq!(message.as_deref(), Some("?[2Jno"));
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl Setup {
             },
             pinned,
             root: root.0.clone(),
-            manifest: root.path(MANIFEST_PATH),
+            manifest: root.path(chaos_contract::paths::MANIFEST),
             pause_file: run.0.join("certaintyd.pause"),
             status_file: Some(run.0.join("certaintyd.status")),
             writable: WRITABLE_MOUNTS,
@@ -107,7 +107,7 @@ enum Pin {
 }
 
 fn baseline_line(s: &Setup) -> String {
-    let text = std::fs::read(s.root.path(MANIFEST_PATH)).unwrap();
+    let text = std::fs::read(s.root.path(chaos_contract::paths::MANIFEST)).unwrap();
     format!(
         "I baseline: {} entries, manifest {} pinned by chaos.root_digest=",
         sample_spec().iter().count() + 2,
@@ -248,7 +248,7 @@ fn off_verifies_nothing() {
 fn a_forged_manifest_is_answered_at_start() {
     let mut s = Setup::new(WatchdogAction::Reboot, Pin::Wrong);
     s.daemon.start();
-    let file = s.root.path(MANIFEST_PATH);
+    let file = s.root.path(chaos_contract::paths::MANIFEST);
     let found = Digest::of(&std::fs::read(&file).unwrap());
     assert_eq!(
         s.log(),

@@ -156,11 +156,15 @@ fn a_cluster_runs_jobs_over_its_overlay_and_follows_its_membership() {
         &[
             &format!("probe: drone1 tcp {drone1}:{SLURMD} blocked"),
             &format!("probe: drone2 tcp {drone2}:{SLURMD} blocked"),
-            "probe: drone1 pings drone2 at 10.99.",
         ],
         STEP_TIMEOUT,
     )
     .step();
+    // The ping's outcome ends its line, which the console may deliver in
+    // pieces: read it only once it is complete.
+    let ping = head
+        .expect_line("probe: drone1 pings drone2 at 10.99.", STEP_TIMEOUT)
+        .step();
     let console = head.console();
     for name in ["drone1", "drone2"] {
         let over = format!("probe: {name} tcp 10.99.");
@@ -170,10 +174,6 @@ fn a_cluster_runs_jobs_over_its_overlay_and_follows_its_membership() {
             .unwrap_or_else(|| panic!("no overlay probe of {name}:\n{console}"));
         assert!(line.ends_with(&format!(":{SLURMD} reached")), "{line}");
     }
-    let ping = console
-        .lines()
-        .find(|l| l.contains("probe: drone1 pings drone2 at 10.99."))
-        .expect("the ping's outcome");
     assert!(
         ping.ends_with(": ok"),
         "drone1 could not reach drone2 over the overlay: {ping}\n\

@@ -91,34 +91,58 @@ pub fn install(sh: &Shell) -> anyhow::Result<()> {
     let missing = missing_packages(sh);
     if missing.is_empty() {
         println!("deps: all {} Debian packages present", PACKAGES.len());
-    } else {
-        for (name, why) in PACKAGES.iter().filter(|(n, _)| missing.contains(n)) {
-            println!("deps: installing {name} ({why})");
-        }
-        let (apt, sudo_args): (&str, &[&str]) = if is_root() {
-            ("apt-get", &[])
-        } else {
-            ("sudo", &["apt-get"])
-        };
-        if !sh.path_exists("/usr/bin/apt-get") {
+        return rust_target(sh);
+    }
+    for (name, why) in PACKAGES.iter().filter(|(n, _)| missing.contains(n)) {
+        println!("deps: installing {name} ({why})");
+    }
+    if !sh.path_exists("/usr/bin/apt-get") {
+        bail!(
+            "apt-get not found: chaos's scripts expect Debian or Ubuntu; install {} by hand",
+            missing.join(" ")
+        );
+    }
+    println!("deps: apt-get update");
+    apt_get(sh, &["update", "-q"]).context("apt-get update")?;
+    apt_install(sh, &missing)?;
+    // apt removes an installed package that conflicts with the ones asked
+    // for: a qemu-utils from outside the release, say, that the release's
+    // qemu-system-x86 breaks. The release's own version goes back in.
+    let removed = missing_packages(sh);
+    if !removed.is_empty() {
+        println!(
+            "deps: apt removed {} to install the others; installing the release's version",
+            removed.join(" ")
+        );
+        apt_install(sh, &removed)?;
+        let still = missing_packages(sh);
+        if !still.is_empty() {
             bail!(
-                "apt-get not found: chaos's scripts expect Debian or Ubuntu; install {} by hand",
-                missing.join(" ")
+                "apt-get installed but did not keep {}: see apt's output above",
+                still.join(" ")
             );
         }
-        println!("deps: apt-get update");
-        cmd!(sh, "{apt} {sudo_args...} update -q")
-            .run()
-            .context("apt-get update")?;
-        cmd!(
-            sh,
-            "{apt} {sudo_args...} install -y -q --no-install-recommends {missing...}"
-        )
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .run()
-        .context("installing Debian packages")?;
     }
     rust_target(sh)
+}
+
+fn apt_install(sh: &Shell, packages: &[&str]) -> anyhow::Result<()> {
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(packages);
+    apt_get(sh, &args).context("installing Debian packages")
+}
+
+/// apt-get as root, or through sudo.
+fn apt_get(sh: &Shell, args: &[&str]) -> anyhow::Result<()> {
+    let (apt, sudo_args): (&str, &[&str]) = if is_root() {
+        ("apt-get", &[])
+    } else {
+        ("sudo", &["apt-get"])
+    };
+    cmd!(sh, "{apt} {sudo_args...} {args...}")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .run()?;
+    Ok(())
 }
 
 /// The node binaries are static musl executables.

@@ -12,12 +12,22 @@ pub struct Totals {
     pub passed: u64,
     pub failed: u64,
     pub ignored: u64,
+    /// The tests that failed, as cargo names them, so the last lines of a
+    /// long run say which they were.
+    pub failures: Vec<String>,
 }
 
 impl Totals {
     /// Adds one of cargo's `test result: ok. 3 passed; 0 failed; 1 ignored; ...`
     /// lines; other lines are not results and change nothing.
     pub fn add_line(&mut self, line: &str) {
+        if let Some(name) = line
+            .strip_prefix("test ")
+            .and_then(|rest| rest.strip_suffix(" ... FAILED"))
+        {
+            self.failures.push(name.to_string());
+            return;
+        }
         let Some(rest) = line.trim().strip_prefix("test result: ") else {
             return;
         };
@@ -67,6 +77,9 @@ pub fn run_all(sh: &xshell::Shell) -> anyhow::Result<()> {
         "tests: {} passed, {} failed{skipped}",
         totals.passed, totals.failed
     );
+    for name in &totals.failures {
+        println!("tests: failed: {name}");
+    }
     if failed || totals.failed > 0 {
         bail!("cargo test failed");
     }
@@ -92,12 +105,18 @@ fn cargo_test(args: &[&str], kernel: Option<&str>, totals: &mut Totals) -> anyho
     if let Some(kernel) = kernel {
         command.env("CHAOS_TEST_KERNEL", kernel);
     }
+    let first_failure = totals.failures.len();
     let mut child = command.spawn().context("starting cargo test")?;
     let stdout = child.stdout.take().context("cargo test's stdout")?;
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         println!("{line}");
         totals.add_line(&line);
+    }
+    if let Some(kernel) = kernel {
+        for name in &mut totals.failures[first_failure..] {
+            name.push_str(&format!(" (on the {kernel} kernel)"));
+        }
     }
     Ok(!child.wait()?.success())
 }
@@ -114,6 +133,8 @@ mod tests {
             "running 3 tests",
             "test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s",
             "test result: garbage",
+            "test cluster::drones_mesh ... FAILED",
+            "test cluster::drones_mesh ... ok",
         ] {
             totals.add_line(line);
         }
@@ -122,7 +143,8 @@ mod tests {
             Totals {
                 passed: 58,
                 failed: 1,
-                ignored: 2
+                ignored: 2,
+                failures: vec!["cluster::drones_mesh".to_string()],
             }
         );
     }

@@ -10,6 +10,7 @@
 
 use chaos_contract::cmdline::Head;
 use chaos_contract::fact::{self, Fact};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -17,16 +18,47 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-
 use crate::beacon::BEACON_PORT;
 use crate::control;
 use crate::dataplane::ControlPlaneOnly;
-use crate::drone::{Drone, DroneConfig};
+use crate::drone::{Drone, DroneConfig, JoinError};
 use crate::flood::{beacon_flood, enter_namespace, FLOOD_RATE};
-use crate::keys::{ClusterIdentity, Keypair};
+use crate::keys::{ClusterIdentity, KeyError, Keypair};
 use crate::proto::{Request, Response, State};
-use crate::segment::{Segment, NETWORK};
+use crate::segment::{Segment, SegmentError, NETWORK};
+
+/// Why a measurement could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error("the cluster identity: {0}")]
+    Keys(#[from] KeyError),
+    #[error("a simulated drone: {0}")]
+    Join(#[from] JoinError),
+    #[error("making network namespaces (as root?): {0}")]
+    Segment(#[from] SegmentError),
+    #[error("{nodes} simulated drones need {need} open files; the hard limit is {limit}")]
+    DescriptorLimit { nodes: usize, need: u64, limit: u64 },
+    #[error("{what}: only {up} of {count} nodes up after {} s", GIVE_UP.as_secs())]
+    NotUp {
+        what: String,
+        up: usize,
+        count: usize,
+    },
+    #[error("the drone never joined; its log:\n{0}")]
+    NeverJoined(String),
+    #[error("no join time in {name}'s log: {log}")]
+    NoJoinTime { name: String, log: String },
+    #[error("/proc/{0}/stat has no utime and stime")]
+    ProcStat(u32),
+}
+
+/// Names what was being done when an I/O error came.
+fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> BenchError {
+    let what = what.into();
+    move |source| BenchError::Io { what, source }
+}
 
 /// Figures of one run.
 #[derive(Debug, Clone)]
@@ -60,11 +92,16 @@ fn up_count(socket: &Path) -> usize {
 /// Waits until `count` nodes are up. Each look costs the head a table of
 /// every node, so the looks are spaced at a hundredth of the wait so far
 /// (10 ms to 1 s): precise to about 1%, and never the head's main work.
-fn wait_for(socket: &Path, count: usize, give_up: Instant) -> anyhow::Result<()> {
+/// `what` says what did not happen if they are not up by `give_up`.
+fn wait_for(socket: &Path, count: usize, give_up: Instant, what: &str) -> Result<(), BenchError> {
     let started = Instant::now();
     while up_count(socket) < count {
         if Instant::now() > give_up {
-            bail!("only {} of {count} nodes up", up_count(socket));
+            return Err(BenchError::NotUp {
+                what: what.to_string(),
+                up: up_count(socket),
+                count,
+            });
         }
         let spacing = started.elapsed() / 100;
         std::thread::sleep(spacing.clamp(Duration::from_millis(10), Duration::from_secs(1)));
@@ -95,14 +132,13 @@ fn simulated_address(i: usize) -> Ipv4Addr {
 }
 
 /// Runs `nodes` simulated drones against the `tyd` binary at `tyd` as head.
-pub fn control_plane_scale(tyd: &Path, nodes: usize) -> anyhow::Result<ScaleReport> {
+pub fn control_plane_scale(tyd: &Path, nodes: usize) -> Result<ScaleReport, BenchError> {
     // Two descriptors per simulated drone: its connection and its stop pipe.
-    let limit = crate::tcp::raise_descriptor_limit()?;
-    if limit < 2 * nodes as u64 + 64 {
-        bail!(
-            "{nodes} simulated drones need {} open files; the hard limit is {limit}",
-            2 * nodes + 64
-        );
+    let limit =
+        crate::tcp::raise_descriptor_limit().map_err(io_error("raising the open-file limit"))?;
+    let need = 2 * nodes as u64 + 64;
+    if limit < need {
+        return Err(BenchError::DescriptorLimit { nodes, need, limit });
     }
     let dir = std::env::temp_dir().join(format!("tyd-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -110,8 +146,9 @@ pub fn control_plane_scale(tyd: &Path, nodes: usize) -> anyhow::Result<ScaleRepo
     crate::keys::init(&keys)?;
     let cluster = ClusterIdentity::load(&keys)?;
     let socket = dir.join("head.sock");
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map_err(io_error("a free port on loopback"))?
         .port();
     let head_address = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
     let mut head = Command::new(tyd)
@@ -130,12 +167,13 @@ pub fn control_plane_scale(tyd: &Path, nodes: usize) -> anyhow::Result<ScaleRepo
         .arg(head_address.to_string())
         .stderr(Stdio::null())
         .spawn()
-        .with_context(|| format!("starting {}", tyd.display()))?;
+        .map_err(io_error(format!("starting {}", tyd.display())))?;
     let give_up = Instant::now() + GIVE_UP;
     let result = (|| {
-        wait_for(&socket, 1, give_up).context("the head never answered")?;
+        wait_for(&socket, 1, give_up, "the head never answered")?;
         crate::log::silence();
-        let (stop, stop_writer) = nix::unistd::pipe()?;
+        let (stop, stop_writer) =
+            nix::unistd::pipe().map_err(|e| io_error("the drones' stop pipe")(e.into()))?;
         let start_drone = |i: usize| {
             let config = DroneConfig {
                 head: Some(Head::at(head_address)),
@@ -159,11 +197,11 @@ pub fn control_plane_scale(tyd: &Path, nodes: usize) -> anyhow::Result<ScaleRepo
         };
         let started = Instant::now();
         let mut threads = vec![start_drone(0)];
-        wait_for(&socket, 2, give_up)?;
+        wait_for(&socket, 2, give_up, "the first drone did not join")?;
         let first_join = started.elapsed();
         let started = Instant::now();
         threads.extend((1..nodes).map(start_drone));
-        wait_for(&socket, nodes + 1, give_up)?;
+        wait_for(&socket, nodes + 1, give_up, "the drones did not all join")?;
         let all_joined = started.elapsed();
         let report = ScaleReport {
             nodes,
@@ -221,12 +259,12 @@ struct Namespaces {
 }
 
 impl Namespaces {
-    fn new(tyd: &Path, tag: &str, dir: &Path) -> anyhow::Result<Self> {
+    fn new(tyd: &Path, tag: &str, dir: &Path) -> Result<Self, BenchError> {
         Ok(Self {
             tyd: tyd.to_path_buf(),
             dir: dir.to_path_buf(),
             processes: Processes(Vec::new()),
-            segment: Segment::new(tag).context("making network namespaces (as root?)")?,
+            segment: Segment::new(tag)?,
         })
     }
 
@@ -236,8 +274,10 @@ impl Namespaces {
 
     /// `tyd ARGS` as host `name` in a new namespace at 192.168.77.`host`;
     /// its process id.
-    fn spawn(&mut self, host: u8, name: &str, args: &[&str]) -> anyhow::Result<u32> {
+    fn spawn(&mut self, host: u8, name: &str, args: &[&str]) -> Result<u32, BenchError> {
         let ns = self.segment.node(host)?;
+        let log = self.path(name, "log");
+        let log = std::fs::File::create(&log).map_err(io_error(format!("{}", log.display())))?;
         let child = Command::new("ip")
             .args(["netns", "exec", &ns])
             .arg(&self.tyd)
@@ -248,9 +288,9 @@ impl Namespaces {
             .arg(self.path(name, "sock"))
             .args(["--control-plane-only", "--hostname", name])
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.path(name, "log"))?)
+            .stderr(log)
             .spawn()
-            .with_context(|| format!("starting {}", self.tyd.display()))?;
+            .map_err(io_error(format!("starting {}", self.tyd.display())))?;
         // `ip netns exec` execs tyd: the pid is tyd's.
         let pid = child.id();
         self.processes.0.push(child);
@@ -258,10 +298,9 @@ impl Namespaces {
     }
 
     /// `tyd join` as `name`, told `head` or listening for its beacon.
-    fn drone(&mut self, host: u8, name: &str, head: Option<&str>) -> anyhow::Result<u32> {
-        let state = self.path(name, "state");
-        let state = state.to_str().context("a temporary path that is UTF-8")?;
-        let mut args = vec!["join", "--state", state];
+    fn drone(&mut self, host: u8, name: &str, head: Option<&str>) -> Result<u32, BenchError> {
+        let state = self.path(name, "state").display().to_string();
+        let mut args = vec!["join", "--state", &state];
         args.extend(head.iter().flat_map(|head| ["-m", head]));
         self.spawn(host, name, &args)
     }
@@ -272,7 +311,10 @@ impl Namespaces {
 }
 
 /// A fresh directory with a cluster identity in keys/, removed after `run`.
-fn with_identity<T>(tag: &str, run: impl FnOnce(&Path) -> anyhow::Result<T>) -> anyhow::Result<T> {
+fn with_identity<T>(
+    tag: &str,
+    run: impl FnOnce(&Path) -> Result<T, BenchError>,
+) -> Result<T, BenchError> {
     let dir = std::env::temp_dir().join(tag);
     let _ = std::fs::remove_dir_all(&dir);
     crate::keys::init(&dir.join("keys"))?;
@@ -284,13 +326,18 @@ fn with_identity<T>(tag: &str, run: impl FnOnce(&Path) -> anyhow::Result<T>) -> 
 /// Runs a head and `drones` drones of the `tyd` binary at `tyd`, each in
 /// its own network namespace on a private segment, control plane only (the
 /// host's kernel may lack WireGuard). Needs root.
-pub fn namespace_cluster(tyd: &Path, drones: usize) -> anyhow::Result<NamespaceReport> {
+pub fn namespace_cluster(tyd: &Path, drones: usize) -> Result<NamespaceReport, BenchError> {
     let tag = format!("tydbench{}", std::process::id());
     with_identity(&tag, |dir| {
         let mut cluster = Namespaces::new(tyd, &tag, dir)?;
         let give_up = Instant::now() + GIVE_UP;
         cluster.spawn(1, "head", &["serve", "--no-beacon"])?;
-        wait_for(&cluster.path("head", "sock"), 1, give_up).context("the head never answered")?;
+        wait_for(
+            &cluster.path("head", "sock"),
+            1,
+            give_up,
+            "the head never answered",
+        )?;
         let [a, b, c] = NETWORK;
         let head = format!("{a}.{b}.{c}.1");
         let names: Vec<String> = (1..=drones).map(|i| format!("drone{i}")).collect();
@@ -299,17 +346,20 @@ pub fn namespace_cluster(tyd: &Path, drones: usize) -> anyhow::Result<NamespaceR
             cluster.drone(10 + i as u8, name, Some(&head))?;
         }
         for name in &names {
-            wait_for(&cluster.path(name, "sock"), drones + 1, give_up)
-                .with_context(|| format!("{name} never saw the whole cluster up"))?;
+            let what = format!("{name} never saw the whole cluster up");
+            wait_for(&cluster.path(name, "sock"), drones + 1, give_up, &what)?;
         }
         let converged = started.elapsed();
         let joins = names
             .iter()
             .map(|name| {
                 let log = cluster.log(name);
-                join_time(&log).with_context(|| format!("no join time in {name}'s log: {log}"))
+                join_time(&log).ok_or_else(|| BenchError::NoJoinTime {
+                    name: name.clone(),
+                    log,
+                })
             })
-            .collect::<anyhow::Result<_>>()?;
+            .collect::<Result<_, _>>()?;
         Ok(NamespaceReport {
             nodes: drones + 1,
             joins,
@@ -335,9 +385,9 @@ pub struct FloodReport {
 const CPU_WINDOW: Duration = Duration::from_secs(5);
 
 /// A process's CPU time so far (user and system), from /proc.
-fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+fn cpu_time(pid: u32) -> Result<Duration, BenchError> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(io_error(path))?;
     // The fields after the command name, which is in parentheses.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -345,7 +395,7 @@ fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
         .unwrap_or_default();
     let ticks: u64 = fields
         .get(11..13)
-        .context("no utime and stime in /proc/PID/stat")?
+        .ok_or(BenchError::ProcStat(pid))?
         .iter()
         .map(|t| t.parse::<u64>().unwrap_or(0))
         .sum();
@@ -355,7 +405,7 @@ fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
 }
 
 /// The share of a core `pid` uses over [`CPU_WINDOW`].
-fn cpu_share(pid: u32) -> anyhow::Result<f64> {
+fn cpu_share(pid: u32) -> Result<f64, BenchError> {
     let before = cpu_time(pid)?;
     std::thread::sleep(CPU_WINDOW);
     Ok((cpu_time(pid)? - before).as_secs_f64() / CPU_WINDOW.as_secs_f64())
@@ -365,7 +415,7 @@ fn cpu_share(pid: u32) -> anyhow::Result<f64> {
 /// from an attacker beside it, and the head starting once the flood runs:
 /// how long the drone takes to join and what the flood costs it. Needs
 /// root.
-pub fn beacon_flood_cost(tyd: &Path) -> anyhow::Result<FloodReport> {
+pub fn beacon_flood_cost(tyd: &Path) -> Result<FloodReport, BenchError> {
     let tag = format!("tydflood{}", std::process::id());
     with_identity(&tag, |dir| {
         let cluster_keys = ClusterIdentity::load(&dir.join("keys"))?;
@@ -378,19 +428,20 @@ pub fn beacon_flood_cost(tyd: &Path) -> anyhow::Result<FloodReport> {
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
             let flood = s.spawn(|| {
-                enter_namespace(&attacker)?;
+                enter_namespace(&attacker).map_err(io_error("the attacker"))?;
                 let started = Instant::now();
-                let sent = beacon_flood(cluster_keys.head_public, lure, to, FLOOD_RATE, &stop)?;
-                Ok::<_, anyhow::Error>(sent as f64 / started.elapsed().as_secs_f64())
+                let sent = beacon_flood(cluster_keys.head_public, lure, to, FLOOD_RATE, &stop)
+                    .map_err(io_error("the flood"))?;
+                Ok::<_, BenchError>(sent as f64 / started.elapsed().as_secs_f64())
             });
             let measured = (|| {
                 let started = Instant::now();
                 cluster.spawn(1, "head", &["serve"])?;
-                wait_for(&cluster.path("drone", "sock"), 2, started + GIVE_UP)
-                    .with_context(|| format!("the drone never joined: {}", cluster.log("drone")))?;
+                wait_for(&cluster.path("drone", "sock"), 2, started + GIVE_UP, "")
+                    .map_err(|_| BenchError::NeverJoined(cluster.log("drone")))?;
                 let joined_after = started.elapsed();
                 let drone_cpu_flooded = cpu_share(drone)?;
-                Ok::<_, anyhow::Error>((joined_after, drone_cpu_flooded))
+                Ok::<_, BenchError>((joined_after, drone_cpu_flooded))
             })();
             stop.store(true, Ordering::Relaxed);
             let sent_per_second = flood.join().expect("the flood thread panicked")?;

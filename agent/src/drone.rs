@@ -729,7 +729,7 @@ impl<'a> Drone<'a> {
                 Response::Failed("only root may have this node join a head".into())
             }
             (State::Joining { .. }, Request::Join { head }) => match parse_head(&head) {
-                Err(why) => Response::Failed(why),
+                Err(why) => Response::Failed(why.to_string()),
                 Ok(head) => {
                     info(format!("joining head {head}, as asked on this node"));
                     fact(NodeState::Joining.fact().with("head", &head));
@@ -859,7 +859,7 @@ pub fn find_head(
     given: Option<&str>,
     cmdline: &str,
     baked: Option<&str>,
-) -> Result<Option<Head>, String> {
+) -> Result<Option<Head>, HeadAddressError> {
     if let Some(given) = given {
         return parse_head(given).map(Some);
     }
@@ -871,7 +871,12 @@ pub fn find_head(
     baked
         .map(str::trim)
         .filter(|b| !b.is_empty())
-        .map(|b| parse_head(b).map_err(|e| format!("{}: {e}", crate::keys::HEAD_ADDRESS)))
+        .map(|b| {
+            parse_head(b).map_err(|e| HeadAddressError {
+                in_file: Some(crate::keys::HEAD_ADDRESS),
+                ..e
+            })
+        })
         .transpose()
 }
 
@@ -883,9 +888,23 @@ fn address(head: &Head) -> Option<SocketAddrV4> {
     }
 }
 
+/// A head address that does not parse, and where it came from when that
+/// was a file of the image rather than the command line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}head address {value:?} {why}", in_file.map(|f| format!("{f}: ")).unwrap_or_default())]
+pub struct HeadAddressError {
+    pub value: String,
+    pub why: &'static str,
+    pub in_file: Option<&'static str>,
+}
+
 /// `-m`'s and the baked address's grammar: `chaos.head=`'s.
-pub fn parse_head(value: &str) -> Result<Head, String> {
-    Head::parse(value).map_err(|why| format!("head address {value:?} {why}"))
+pub fn parse_head(value: &str) -> Result<Head, HeadAddressError> {
+    Head::parse(value).map_err(|why| HeadAddressError {
+        value: value.to_string(),
+        why,
+        in_file: None,
+    })
 }
 
 #[cfg(test)]
@@ -959,7 +978,9 @@ mod tests {
             ),
         ];
         for (given, cmdline, baked, expected) in table {
-            let got = find_head(*given, cmdline, *baked).map(|h| h.map(|a| a.to_string()));
+            let got = find_head(*given, cmdline, *baked)
+                .map(|h| h.map(|a| a.to_string()))
+                .map_err(|e| e.to_string());
             match (got, expected) {
                 (Ok(got), Ok(want)) => assert_eq!(got.as_deref(), *want, "{cmdline}"),
                 (Err(e), Err(want)) => assert!(e.contains(want), "{cmdline}: {e}"),

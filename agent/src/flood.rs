@@ -3,12 +3,11 @@
 //! at a rate, from a network namespace of the caller's. The discovery test
 //! asserts that a drone joins through it; the bench measures what it costs.
 
+use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-use anyhow::Context;
 
 use crate::beacon::Beacon;
 use crate::proto::Timestamps;
@@ -28,10 +27,11 @@ pub fn beacon_flood(
     to: SocketAddrV4,
     per_second: u32,
     stop: &AtomicBool,
-) -> anyhow::Result<u64> {
+) -> io::Result<u64> {
     const TICK: Duration = Duration::from_millis(10);
-    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("the flood's socket")?;
-    socket.set_broadcast(true)?;
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|socket| socket.set_broadcast(true).map(|()| socket))
+        .map_err(|e| in_context(e, "the flood's broadcast socket"))?;
     let batch = (per_second / 100).max(1);
     let mut stamps = Timestamps::default();
     let mut sent = 0;
@@ -59,9 +59,14 @@ pub fn beacon_flood(
 }
 
 /// Moves this thread into network namespace `ns` (one `ip netns add` made).
-pub fn enter_namespace(ns: &str) -> anyhow::Result<()> {
+pub fn enter_namespace(ns: &str) -> io::Result<()> {
     let path = format!("/run/netns/{ns}");
-    let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+    let file = std::fs::File::open(&path).map_err(|e| in_context(e, &format!("opening {path}")))?;
     nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-        .with_context(|| format!("entering {path}"))
+        .map_err(|e| in_context(e.into(), &format!("entering {path}")))
+}
+
+/// `error` with what was being done when it happened.
+fn in_context(error: io::Error, what: &str) -> io::Error {
+    io::Error::new(error.kind(), format!("{what}: {error}"))
 }

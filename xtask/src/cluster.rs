@@ -108,7 +108,7 @@ pub fn add(spec: &mut Spec, membership: &Membership) -> anyhow::Result<()> {
         }
         Role::Drone { head } => {
             if let Some(head) = head {
-                let head = chaos_agent::drone::parse_head(head).map_err(anyhow::Error::msg)?;
+                let head = chaos_agent::drone::parse_head(head)?;
                 spec.file(&path(HEAD_ADDRESS), 0o644, format!("{head}\n"))?;
             }
             service.args = vec!["join".into()];

@@ -148,7 +148,7 @@ pub fn decide(asked: &Asked, recorded: Option<Choice>) -> anyhow::Result<Option<
             let dir =
                 std::path::absolute(dir).with_context(|| format!("--cluster {}", dir.display()))?;
             if let Some(head) = head {
-                chaos_agent::drone::parse_head(head).map_err(|e| anyhow::anyhow!("--head: {e}"))?;
+                chaos_agent::drone::parse_head(head).context("--head")?;
             }
             load(&dir)?;
             Ok(Some(Choice {

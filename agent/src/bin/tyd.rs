@@ -652,7 +652,7 @@ fn join_cluster(join: Join) -> anyhow::Result<()> {
         // The node's own tyd (the image's service) runs: it joins, so the
         // membership stays supervised and this shell stays free.
         if control::answers(&join.socket) {
-            let head = drone::parse_head(given).map_err(anyhow::Error::msg)?;
+            let head = drone::parse_head(given)?;
             println!("tyd: this node's tyd runs; asking it to join head {head}");
             return change(
                 &join.socket,
@@ -665,8 +665,7 @@ fn join_cluster(join: Join) -> anyhow::Result<()> {
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let baked = std::fs::read_to_string(join.dir.join(keys::HEAD_ADDRESS)).ok();
-    let head = drone::find_head(join.head.as_deref(), &cmdline, baked.as_deref())
-        .map_err(anyhow::Error::msg)?;
+    let head = drone::find_head(join.head.as_deref(), &cmdline, baked.as_deref())?;
     let cluster = ClusterIdentity::load(&join.dir).with_context(|| {
         format!(
             "loading the cluster's head key and cluster key from {}",

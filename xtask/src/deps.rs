@@ -65,6 +65,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ),
     ("munge", "munged and munge/unmunge: Slurm's authentication"),
     (
+        "systemd",
+        "systemd-analyze: tests check the head's unit as systemd reads it",
+    ),
+    (
         "util-linux",
         "setpriv: Slurm images run commands as the cluster's users",
     ),

@@ -198,4 +198,27 @@ mod tests {
         }
         assert_eq!(unit_word("a\"b\\c$d"), "\"a\\\"b\\\\c$$d\"");
     }
+
+    /// systemd itself reads the unit (this machine need not run systemd):
+    /// no unknown key, no bad quoting, an executable command.
+    #[test]
+    fn systemd_accepts_the_unit() {
+        let dir = std::env::temp_dir().join(format!("chaos-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let args = serve_args(
+            Path::new("/home/ad min/lab%1"),
+            Some("192.168.1.10:7700".parse().unwrap()),
+        );
+        let path = dir.join(UNIT);
+        // A stand-in for the installed tyd, which a test machine lacks.
+        std::fs::write(&path, unit(Path::new("/bin/sh"), &args)).unwrap();
+        let output = std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze (package systemd; `cargo xtask deps`)");
+        let _ = std::fs::remove_dir_all(&dir);
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success() && said.trim().is_empty(), "{said}");
+    }
 }

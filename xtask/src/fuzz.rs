@@ -205,3 +205,30 @@ pub fn run(only: Option<&str>, seconds: u64) -> anyhow::Result<Vec<Run>> {
     }
     Ok(runs)
 }
+
+#[cfg(test)]
+mod tests {
+    /// fuzz/libfuzzer is a workspace of its own with its own lock file,
+    /// which no other build reads: a crate the targets came to depend on
+    /// would otherwise first show up as a failed `cargo xtask fuzz`.
+    #[test]
+    fn the_libfuzzer_workspace_lock_file_is_current() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let output = std::process::Command::new(cargo)
+            .args([
+                "metadata",
+                "--locked",
+                "--format-version",
+                "1",
+                "--manifest-path",
+            ])
+            .arg(crate::root().join("fuzz/libfuzzer/Cargo.toml"))
+            .output()
+            .expect("running cargo metadata");
+        assert!(
+            output.status.success(),
+            "fuzz/libfuzzer/Cargo.lock is out of date (cd fuzz/libfuzzer && cargo update --workspace):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

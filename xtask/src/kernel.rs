@@ -21,8 +21,7 @@ pub struct Kernel {
 
 /// The unpacked distribution kernel, downloading it on first use.
 pub fn distribution(sh: &Shell) -> anyhow::Result<Kernel> {
-    let package = current_package(sh)?;
-    let version = crate::debian::version(sh, &package)?;
+    let (package, version) = current_package(sh)?;
     let root = crate::debian::unpacked(sh, &package, &version, |root| {
         // The package leaves modules.dep to its install script; make it
         // here, against the unpacked tree only.
@@ -34,17 +33,41 @@ pub fn distribution(sh: &Shell) -> anyhow::Result<Kernel> {
     find(&root)
 }
 
-fn current_package(sh: &Shell) -> anyhow::Result<String> {
-    let depends = cmd!(sh, "apt-cache depends --important {METAPACKAGE}")
+/// The kernel package the metapackage stands for, and its version: one
+/// question to apt (each takes about a second), since the metapackage
+/// pins its kernel's version.
+fn current_package(sh: &Shell) -> anyhow::Result<(String, String)> {
+    let show = cmd!(sh, "apt-cache show --no-all-versions {METAPACKAGE}")
         .quiet()
         .read()
         .with_context(|| format!("asking apt which kernel {METAPACKAGE} stands for (run `cargo xtask deps` on Debian)"))?;
-    depends
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Depends: "))
-        .find(|p| p.starts_with("linux-image-"))
-        .map(str::to_string)
-        .with_context(|| format!("{METAPACKAGE} depends on no linux-image package; is apt's package list empty (apt-get update)?"))
+    let (package, version) = kernel_dependency(&show).with_context(|| {
+        format!("{METAPACKAGE} depends on no linux-image package; is apt's package list empty (apt-get update)?")
+    })?;
+    let version = match version {
+        Some(version) => version,
+        None => crate::debian::version(sh, &package)?,
+    };
+    Ok((package, version))
+}
+
+/// The linux-image package in a metapackage's `Depends:` line, with the
+/// version it pins, if it pins one.
+fn kernel_dependency(show: &str) -> Option<(String, Option<String>)> {
+    show.lines()
+        .filter_map(|l| l.strip_prefix("Depends: "))
+        .flat_map(|depends| depends.split(','))
+        .map(str::trim)
+        .find(|d| d.starts_with("linux-image-"))
+        .map(|d| {
+            let (name, constraint) = d.split_once(' ').unwrap_or((d, ""));
+            let pinned = constraint
+                .trim()
+                .strip_prefix("(=")
+                .and_then(|v| v.strip_suffix(')'))
+                .map(|v| v.trim().to_string());
+            (name.to_string(), pinned)
+        })
 }
 
 fn find(root: &Path) -> anyhow::Result<Kernel> {
@@ -82,4 +105,28 @@ fn find_vmlinuz(boot: &Path) -> anyhow::Result<(PathBuf, String)> {
         .unwrap_or_default()
         .to_string();
     Ok((vmlinuz, release))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metapackage_names_its_kernel_and_pins_its_version() {
+        let show = "Package: linux-image-amd64\nVersion: 6.1.192-3\n\
+                    Depends: linux-image-6.1.0-57-amd64 (= 6.1.192-3)\n";
+        assert_eq!(
+            kernel_dependency(show),
+            Some((
+                "linux-image-6.1.0-57-amd64".into(),
+                Some("6.1.192-3".into())
+            ))
+        );
+        let unpinned = "Depends: initramfs-tools, linux-image-6.1.0-57-amd64\n";
+        assert_eq!(
+            kernel_dependency(unpinned),
+            Some(("linux-image-6.1.0-57-amd64".into(), None))
+        );
+        assert_eq!(kernel_dependency("Depends: initramfs-tools\n"), None);
+    }
 }

@@ -40,14 +40,13 @@ pub enum BenchError {
     Segment(#[from] SegmentError),
     #[error("{nodes} simulated drones need {need} open files; the hard limit is {limit}")]
     DescriptorLimit { nodes: usize, need: u64, limit: u64 },
-    #[error("{what}: only {up} of {count} nodes up after {} s", GIVE_UP.as_secs())]
+    // `what` last: it may end in a log.
+    #[error("only {up} of {count} nodes up after {} s: {what}", GIVE_UP.as_secs())]
     NotUp {
         what: String,
         up: usize,
         count: usize,
     },
-    #[error("the drone never joined; its log:\n{0}")]
-    NeverJoined(String),
     #[error("no join time in {name}'s log: {log}")]
     NoJoinTime { name: String, log: String },
     #[error("/proc/{0}/stat has no utime and stime")]
@@ -92,13 +91,19 @@ fn up_count(socket: &Path) -> usize {
 /// Waits until `count` nodes are up. Each look costs the head a table of
 /// every node, so the looks are spaced at a hundredth of the wait so far
 /// (10 ms to 1 s): precise to about 1%, and never the head's main work.
-/// `what` says what did not happen if they are not up by `give_up`.
-fn wait_for(socket: &Path, count: usize, give_up: Instant, what: &str) -> Result<(), BenchError> {
+/// `what` says what did not happen if they are not up by `give_up`; it is
+/// asked only then, so it may read a log.
+fn wait_for(
+    socket: &Path,
+    count: usize,
+    give_up: Instant,
+    what: impl FnOnce() -> String,
+) -> Result<(), BenchError> {
     let started = Instant::now();
     while up_count(socket) < count {
         if Instant::now() > give_up {
             return Err(BenchError::NotUp {
-                what: what.to_string(),
+                what: what(),
                 up: up_count(socket),
                 count,
             });
@@ -170,7 +175,7 @@ pub fn control_plane_scale(tyd: &Path, nodes: usize) -> Result<ScaleReport, Benc
         .map_err(io_error(format!("starting {}", tyd.display())))?;
     let give_up = Instant::now() + GIVE_UP;
     let result = (|| {
-        wait_for(&socket, 1, give_up, "the head never answered")?;
+        wait_for(&socket, 1, give_up, || "the head never answered".into())?;
         crate::log::silence();
         let (stop, stop_writer) =
             nix::unistd::pipe().map_err(|e| io_error("the drones' stop pipe")(e.into()))?;
@@ -197,11 +202,15 @@ pub fn control_plane_scale(tyd: &Path, nodes: usize) -> Result<ScaleReport, Benc
         };
         let started = Instant::now();
         let mut threads = vec![start_drone(0)];
-        wait_for(&socket, 2, give_up, "the first drone did not join")?;
+        wait_for(&socket, 2, give_up, || {
+            "the first drone did not join".into()
+        })?;
         let first_join = started.elapsed();
         let started = Instant::now();
         threads.extend((1..nodes).map(start_drone));
-        wait_for(&socket, nodes + 1, give_up, "the drones did not all join")?;
+        wait_for(&socket, nodes + 1, give_up, || {
+            "the drones did not all join".into()
+        })?;
         let all_joined = started.elapsed();
         let report = ScaleReport {
             nodes,
@@ -277,7 +286,8 @@ impl Namespaces {
     fn spawn(&mut self, host: u8, name: &str, args: &[&str]) -> Result<u32, BenchError> {
         let ns = self.segment.node(host)?;
         let log = self.path(name, "log");
-        let log = std::fs::File::create(&log).map_err(io_error(format!("{}", log.display())))?;
+        let log =
+            std::fs::File::create(&log).map_err(io_error(format!("creating {}", log.display())))?;
         let child = Command::new("ip")
             .args(["netns", "exec", &ns])
             .arg(&self.tyd)
@@ -332,12 +342,9 @@ pub fn namespace_cluster(tyd: &Path, drones: usize) -> Result<NamespaceReport, B
         let mut cluster = Namespaces::new(tyd, &tag, dir)?;
         let give_up = Instant::now() + GIVE_UP;
         cluster.spawn(1, "head", &["serve", "--no-beacon"])?;
-        wait_for(
-            &cluster.path("head", "sock"),
-            1,
-            give_up,
-            "the head never answered",
-        )?;
+        wait_for(&cluster.path("head", "sock"), 1, give_up, || {
+            "the head never answered".into()
+        })?;
         let [a, b, c] = NETWORK;
         let head = format!("{a}.{b}.{c}.1");
         let names: Vec<String> = (1..=drones).map(|i| format!("drone{i}")).collect();
@@ -346,8 +353,9 @@ pub fn namespace_cluster(tyd: &Path, drones: usize) -> Result<NamespaceReport, B
             cluster.drone(10 + i as u8, name, Some(&head))?;
         }
         for name in &names {
-            let what = format!("{name} never saw the whole cluster up");
-            wait_for(&cluster.path(name, "sock"), drones + 1, give_up, &what)?;
+            wait_for(&cluster.path(name, "sock"), drones + 1, give_up, || {
+                format!("{name} never saw the whole cluster up")
+            })?;
         }
         let converged = started.elapsed();
         let joins = names
@@ -437,8 +445,9 @@ pub fn beacon_flood_cost(tyd: &Path) -> Result<FloodReport, BenchError> {
             let measured = (|| {
                 let started = Instant::now();
                 cluster.spawn(1, "head", &["serve"])?;
-                wait_for(&cluster.path("drone", "sock"), 2, started + GIVE_UP, "")
-                    .map_err(|_| BenchError::NeverJoined(cluster.log("drone")))?;
+                wait_for(&cluster.path("drone", "sock"), 2, started + GIVE_UP, || {
+                    format!("the drone never joined; its log:\n{}", cluster.log("drone"))
+                })?;
                 let joined_after = started.elapsed();
                 let drone_cpu_flooded = cpu_share(drone)?;
                 Ok::<_, BenchError>((joined_after, drone_cpu_flooded))

@@ -212,32 +212,25 @@ impl Accounts {
     /// These accounts (an image's own) with `shared`'s laid over them: an
     /// entry of `shared` replaces every one here with its name or its id.
     pub fn merged(&self, shared: &Accounts) -> Accounts {
-        let users = self
-            .users
-            .iter()
-            .filter(|u| {
-                !shared
-                    .users
-                    .iter()
-                    .any(|s| s.name == u.name || s.uid == u.uid)
-            })
-            .chain(&shared.users)
-            .cloned()
-            .collect();
-        let groups = self
-            .groups
-            .iter()
-            .filter(|g| {
-                !shared
-                    .groups
-                    .iter()
-                    .any(|s| s.name == g.name || s.gid == g.gid)
-            })
-            .chain(&shared.groups)
-            .cloned()
-            .collect();
-        Accounts { users, groups }
+        Accounts {
+            users: laid_over(&self.users, &shared.users, |a, b| {
+                a.name == b.name || a.uid == b.uid
+            }),
+            groups: laid_over(&self.groups, &shared.groups, |a, b| {
+                a.name == b.name || a.gid == b.gid
+            }),
+        }
     }
+}
+
+/// `own` without the entries that one of `shared` stands for (`same`),
+/// then `shared`.
+fn laid_over<T: Clone>(own: &[T], shared: &[T], same: impl Fn(&T, &T) -> bool) -> Vec<T> {
+    own.iter()
+        .filter(|o| !shared.iter().any(|s| same(s, o)))
+        .chain(shared)
+        .cloned()
+        .collect()
 }
 
 impl fmt::Display for User {

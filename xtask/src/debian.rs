@@ -9,12 +9,20 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use xshell::{cmd, Shell};
 
-/// The version of `package` apt would install.
-pub fn version(sh: &Shell, package: &str) -> anyhow::Result<String> {
+/// apt's record of the version of `package` it would install (`Package:`,
+/// `Version:`, `Depends:`... lines).
+pub fn record(sh: &Shell, package: &str) -> anyhow::Result<String> {
     cmd!(sh, "apt-cache show --no-all-versions {package}")
         .quiet()
         .read()
-        .with_context(|| format!("asking apt for {package}'s version (is apt's package list current? `apt-get update`)"))?
+        .with_context(|| {
+            format!("asking apt about {package} (is apt's package list current? `apt-get update`)")
+        })
+}
+
+/// The version of `package` apt would install.
+pub fn version(sh: &Shell, package: &str) -> anyhow::Result<String> {
+    record(sh, package)?
         .lines()
         .find_map(|l| l.strip_prefix("Version: "))
         .map(str::to_string)

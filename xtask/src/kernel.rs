@@ -37,10 +37,9 @@ pub fn distribution(sh: &Shell) -> anyhow::Result<Kernel> {
 /// question to apt (each takes about a second), since the metapackage
 /// pins its kernel's version.
 fn current_package(sh: &Shell) -> anyhow::Result<(String, String)> {
-    let show = cmd!(sh, "apt-cache show --no-all-versions {METAPACKAGE}")
-        .quiet()
-        .read()
-        .with_context(|| format!("asking apt which kernel {METAPACKAGE} stands for (run `cargo xtask deps` on Debian)"))?;
+    let show = crate::debian::record(sh, METAPACKAGE).with_context(|| {
+        format!("which kernel {METAPACKAGE} stands for (run `cargo xtask deps` on Debian)")
+    })?;
     let (package, version) = kernel_dependency(&show).with_context(|| {
         format!("{METAPACKAGE} depends on no linux-image package; is apt's package list empty (apt-get update)?")
     })?;

@@ -18,6 +18,7 @@ pub mod kernel;
 pub mod lab;
 pub mod netbench;
 pub mod node;
+pub mod probe;
 pub mod pxe;
 pub mod slurm;
 pub mod testing;

@@ -670,6 +670,25 @@ impl Hub {
         ])
     }
 
+    /// One more port on the segment for this process itself: a socket
+    /// bound on loopback and connected to the hub, which sends and
+    /// receives raw Ethernet frames as a VM's NIC does (a port scanner on
+    /// the LAN, say). It takes a place in [`Hub::attach`]'s MAC numbering,
+    /// so a VM attached after it gets the next address but one.
+    pub fn station(&self) -> anyhow::Result<UdpSocket> {
+        let socket =
+            UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a station on the L2 hub")?;
+        let port = socket.local_addr()?.port();
+        self.ports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(port);
+        socket
+            .connect(self.address)
+            .context("connecting a station to the L2 hub")?;
+        Ok(socket)
+    }
+
     /// Every IPv4 packet the hub has repeated so far, in order.
     pub fn packets(&self) -> Vec<Packet> {
         self.packets

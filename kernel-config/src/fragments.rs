@@ -37,6 +37,7 @@ pub const FRAGMENTS: &[Fragment] = &[
     fragment!("wireguard-nftables"),
     fragment!("nics"),
     fragment!("watchdog"),
+    fragment!("nfs"),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -24,6 +24,8 @@
 //! | `node` (head) | tyd on the head | `state=serving`, `name`, `overlay`, `listen` |
 //! | `member` | tyd on the head | `node`, `name`, `state` (`up`, `left`, `expired`, `removed`), `overlay` |
 //! | `slurm` | tyd on the head | `name`, `state` (Slurm's short state: `idle`, `alloc`, `mix`, `drain`, `down*`..., or `gone`) |
+//! | `exports` | tyd on the head | `members` (how many members the NFS server's export table reaches now) |
+//! | `share` | tyd on a member | `path`, `state` (`mounted`, `unmounted`, `failed`), and for `mounted` `ms` since the welcome |
 
 use std::fmt::{self, Display};
 
@@ -36,6 +38,8 @@ pub const SERVICE: &str = "service";
 pub const NODE: &str = "node";
 pub const MEMBER: &str = "member";
 pub const SLURM: &str = "slurm";
+pub const EXPORTS: &str = "exports";
+pub const SHARE: &str = "share";
 
 /// One fact: a kind and its fields, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]

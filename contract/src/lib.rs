@@ -12,7 +12,8 @@
 //! - [`power`]: how a program asks PID 1 to power off or reboot;
 //! - [`service`]: the service-file format and the start order;
 //! - [`fact`]: the facts a node reports on its console for programs to read;
-//! - [`member`]: what tyd writes for the services of a member node.
+//! - [`member`]: what tyd writes for the services of a member node;
+//! - [`share`]: which of the head's directories members mount, and where.
 
 pub mod accounts;
 pub mod addresses;
@@ -23,3 +24,4 @@ pub mod member;
 pub mod paths;
 pub mod power;
 pub mod service;
+pub mod share;

@@ -30,7 +30,9 @@ pub use verify::{verify, Baseline, BaselineError, Report, VerifyError};
 /// mounted on it; unmounted, it is plain root directory and verified like the
 /// rest, because a write there lands in the RAM root. Any other mount inside
 /// the root is a violation.
-pub const WRITABLE_MOUNTS: &[&str] = &["/dev", "/proc", "/root", "/run", "/sys", "/tmp", "/var"];
+pub const WRITABLE_MOUNTS: &[&str] = &[
+    "/dev", "/home", "/proc", "/root", "/run", "/srv", "/sys", "/tmp", "/var",
+];
 
 #[cfg(target_arch = "x86_64")]
 cpufeatures::new!(sha_ni, "sha", "sse2", "ssse3", "sse4.1");

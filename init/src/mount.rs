@@ -86,6 +86,22 @@ pub const MOUNTS: &[Mount] = &[
         flags: SAFE,
         data: "mode=0700",
     },
+    // The places for users' files (chaos_contract::share::PLACES): on a
+    // head VM what it shares, on a drone what the shares are mounted on.
+    Mount {
+        source: "tmpfs",
+        target: "/home",
+        fstype: "tmpfs",
+        flags: SAFE,
+        data: "mode=0755",
+    },
+    Mount {
+        source: "tmpfs",
+        target: "/srv",
+        fstype: "tmpfs",
+        flags: SAFE,
+        data: "mode=0755",
+    },
     Mount {
         source: "cgroup2",
         target: "/sys/fs/cgroup",
@@ -148,9 +164,25 @@ mod tests {
                 "mount tmpfs /tmp tmpfs mode=1777",
                 "mount tmpfs /var tmpfs mode=0755",
                 "mount tmpfs /root tmpfs mode=0700",
+                "mount tmpfs /home tmpfs mode=0755",
+                "mount tmpfs /srv tmpfs mode=0755",
                 "mount cgroup2 /sys/fs/cgroup cgroup2 ",
             ]
         );
+    }
+
+    /// Shares land on RAM mounts that certaintyd leaves alone.
+    #[test]
+    fn every_place_for_shares_is_a_writable_tmpfs() {
+        for place in chaos_contract::share::PLACES {
+            assert!(
+                MOUNTS
+                    .iter()
+                    .any(|m| m.target == *place && m.fstype == "tmpfs"),
+                "{place}"
+            );
+            assert!(crate::certainty::WRITABLE_MOUNTS.contains(place), "{place}");
+        }
     }
 
     #[test]

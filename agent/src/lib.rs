@@ -22,6 +22,7 @@ pub mod nftables;
 pub mod proto;
 pub mod screen;
 pub mod segment;
+pub mod shares;
 pub mod slurm;
 pub mod sysinfo;
 pub mod tcp;

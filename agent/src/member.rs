@@ -3,9 +3,10 @@
 //! `--manage-node` (what a chaos image's service asks for): once the head
 //! admits the node, its clock and host name as the head gave them, the
 //! cluster's accounts laid over the image's, the munge key, the hosts block
-//! naming every member, and last the joined file that starts the services
-//! that run only on a member (munged, slurmd); on leave the joined file
-//! goes, and those services with it.
+//! naming every member, the head's shares mounted, and last the joined
+//! file that starts the services that run only on a member (munged,
+//! slurmd); on leave the joined file goes, and those services and the
+//! shares with it.
 //!
 //! It never talks to the network. Every file is written whole, to a
 //! temporary name first, so a reader never sees half of one. The system
@@ -22,6 +23,7 @@ use chaos_contract::{member, paths};
 use crate::files;
 use crate::log::info;
 use crate::proto::Welcome;
+use crate::shares::Mounts;
 
 /// A clock this far from the head's is set to the head's.
 const CLOCK_SLACK: Duration = Duration::from_secs(1);
@@ -98,6 +100,7 @@ pub struct Node<S: System> {
     system: S,
     /// The image's own accounts, read at the first admission.
     image: Option<Accounts>,
+    shares: Mounts,
 }
 
 impl<S: System> Node<S> {
@@ -106,6 +109,7 @@ impl<S: System> Node<S> {
             root: root.into(),
             system,
             image: None,
+            shares: Mounts::default(),
         }
     }
 
@@ -131,10 +135,22 @@ impl<S: System> Node<S> {
             .map(|p| (p.overlay, p.hostname.clone()))
             .collect();
         self.members(&members)?;
-        if welcome.slurm.is_some() {
-            let joined = member::joined_file(head, &welcome.name, welcome.join);
-            self.write(paths::JOINED, joined, 0o644)?;
+        let Some(grant) = &welcome.slurm else {
+            return Ok(());
+        };
+        let joined = member::joined_file(head, &welcome.name, welcome.join);
+        if grant.shares.is_empty() {
+            return self.write(paths::JOINED, joined, 0o644);
         }
+        // The services start once the shares are there to run jobs in.
+        let path = self.path(paths::JOINED);
+        let write = move || {
+            if let Err(e) = files::replace(&path, joined.as_bytes(), 0o644, None) {
+                info(format!("writing {}: {e}", path.display()));
+            }
+        };
+        self.shares
+            .admit(welcome.join, head, welcome.overlay, &grant.shares, write);
         Ok(())
     }
 
@@ -219,9 +235,10 @@ impl<S: System> Node<S> {
         )
     }
 
-    /// No longer a member: the member services stop.
+    /// No longer a member: the member services stop, and the shares go.
     pub fn left(&self) {
         let _ = std::fs::remove_file(self.path(paths::JOINED));
+        self.shares.leave();
     }
 
     fn write(&self, path: &str, text: String, mode: u32) -> Result<(), MemberError> {
@@ -310,6 +327,7 @@ mod tests {
             slurm: slurm.then(|| SlurmGrant {
                 munge_key: vec![7; 1024],
                 accounts: shared,
+                shares: Vec::new(),
             }),
         }
     }

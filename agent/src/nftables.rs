@@ -14,6 +14,7 @@ use netlink_packet_core::{Emitable, NetlinkSerializable, NLM_F_ACK, NLM_F_APPEND
 
 use crate::membership::Overlay;
 use crate::slurm;
+use chaos_contract::share;
 
 pub const TABLE: &str = "chaos";
 
@@ -128,11 +129,16 @@ pub fn ruleset(params: &Params) -> Vec<Chain> {
     let node = params.scope == Scope::Node;
     let wg = || InterfaceName(params.interface.clone());
     let mut overlay = vec![rule(vec![CtEstablishedOrRelated], Verdict::Accept)];
+    // The head serves its shares over NFS to the overlay alone; its LAN
+    // never sees the port (on a host head, an NFS service the host has
+    // of its own is the host's).
+    let head_ports = params
+        .join_port
+        .map(|port| [(port, port), (share::NFS_PORT, share::NFS_PORT)]);
     overlay.extend(
-        params
-            .join_port
-            .map(|port| (port, port))
+        head_ports
             .iter()
+            .flatten()
             .chain(OVERLAY_TCP_PORTS)
             .map(|&(low, high)| rule(vec![tcp(low, high)], Verdict::Accept)),
     );
@@ -707,6 +713,12 @@ mod tests {
             .any(|r| matches!(r.matches.first(), Some(Match::IpSourceIn(_)))));
         assert!(head.iter().any(|c| c.name == "forward"));
         assert!(head.iter().any(|c| c.name == "prerouting"));
+        // NFS: the head's, on the overlay only.
+        let nfs = Match::TcpDestination(share::NFS_PORT);
+        let overlay = |chains: &[Chain]| chains.iter().find(|c| c.name == "overlay").cloned();
+        assert!(accepts(&overlay(&head).unwrap(), &nfs));
+        assert!(!accepts(input_chain, &nfs));
+        assert!(!accepts(&overlay(&drone).unwrap(), &nfs));
     }
 
     #[test]

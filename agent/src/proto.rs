@@ -10,6 +10,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use chaos_contract::accounts::{Accounts, Group, User};
+use chaos_contract::share;
 
 use crate::codec::{DecodeError, Reader, Writer};
 
@@ -278,6 +279,9 @@ pub struct Welcome {
 pub struct SlurmGrant {
     pub munge_key: Vec<u8>,
     pub accounts: Accounts,
+    /// The head's shares (see [`chaos_contract::share`]), which the member
+    /// mounts at the same paths before its services start.
+    pub shares: Vec<String>,
 }
 
 /// The key stays out of logs.
@@ -289,6 +293,7 @@ impl std::fmt::Debug for SlurmGrant {
                 &format_args!("<{} bytes>", self.munge_key.len()),
             )
             .field("accounts", &self.accounts)
+            .field("shares", &self.shares)
             .finish()
     }
 }
@@ -466,6 +471,21 @@ fn read_option<T: Message>(
     } else {
         Ok(None)
     }
+}
+
+/// A grant's shares, each one a member may mount.
+fn read_shares(r: &mut Reader) -> Result<Vec<String>, DecodeError> {
+    let count = r.count("shares", share::MAX_SHARES, 4)?;
+    (0..count)
+        .map(|_| {
+            let path = r.str("share", share::MAX_PATH)?;
+            share::check(&path).map_err(|reason| DecodeError::Invalid {
+                field: "share",
+                reason,
+            })?;
+            Ok(path)
+        })
+        .collect()
 }
 
 fn write_list<T: Message>(w: &mut Writer, items: &[T]) {
@@ -690,6 +710,10 @@ impl Message for ToDrone {
                     Some(grant) => {
                         w.u8(1).blob(&grant.munge_key);
                         grant.accounts.write(w);
+                        w.count(grant.shares.len());
+                        for share in &grant.shares {
+                            w.str(share);
+                        }
                     }
                 }
             }
@@ -745,6 +769,7 @@ impl Message for ToDrone {
                         Some(SlurmGrant {
                             munge_key: r.blob("munge key", MAX_MUNGE_KEY)?,
                             accounts: Accounts::read(r)?,
+                            shares: read_shares(r)?,
                         })
                     } else {
                         None
@@ -953,6 +978,7 @@ mod tests {
             slurm: Some(SlurmGrant {
                 munge_key: vec![0xa5; 1024],
                 accounts: accounts.clone(),
+                shares: vec!["/home".into(), "/srv/data".into()],
             }),
         }));
         check(ToDrone::Accounts(accounts));
@@ -1004,6 +1030,35 @@ mod tests {
         for (bytes, expected) in table {
             let error = ToDrone::decode(bytes).unwrap_err().to_string();
             assert!(error.starts_with(expected), "{bytes:?}: {error}");
+        }
+    }
+
+    /// A share the head names must be one a member may mount: a welcome
+    /// that would have a drone mount over its guarded root is refused.
+    #[test]
+    fn a_welcome_sharing_the_root_is_refused() {
+        for (share, expected) in [
+            ("/etc", "share: /etc: a share must be"),
+            ("/home/../etc", "share: /home/../etc: not a plain"),
+        ] {
+            let welcome = ToDrone::Welcome(Welcome {
+                id: 2,
+                overlay: Ipv4Addr::new(10, 99, 0, 2),
+                prefix_len: 16,
+                heartbeat_ms: 1000,
+                head_wireguard_port: 51820,
+                members: vec![],
+                name: "drone".into(),
+                join: 1,
+                clock_ns: 1,
+                slurm: Some(SlurmGrant {
+                    munge_key: vec![1; 1024],
+                    accounts: Accounts::default(),
+                    shares: vec![share.into()],
+                }),
+            });
+            let error = ToDrone::decode(&welcome.encode()).unwrap_err().to_string();
+            assert!(error.starts_with(expected), "{share}: {error}");
         }
     }
 

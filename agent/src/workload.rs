@@ -26,6 +26,7 @@ use crate::files;
 use crate::log::{fact, info};
 use crate::slurm::{self, Settings};
 use chaos_contract::fact::Fact;
+use chaos_contract::share;
 
 /// The Debian packages the head needs, with a program each comes with.
 pub const PACKAGES: &[(&str, &str)] = &[
@@ -44,6 +45,8 @@ pub const SHARED_SYSTEM_ACCOUNTS: &[&str] = &["slurm"];
 const WRITTEN_BY: &str = "# Written by tyd serve --slurm";
 /// How long one of Slurm's client tools may take.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How soon a failed export is tried again.
+const EXPORTS_RETRY: Duration = Duration::from_secs(1);
 /// How often the nodes' Slurm states are read.
 const POLL: Duration = Duration::from_secs(2);
 
@@ -69,6 +72,10 @@ pub enum WorkloadError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("tyd serve --share: {reason} (or --no-share to share nothing)")]
+    Share { reason: String },
+    #[error("mounting the NFS server's filesystem on {NFSD_FS}: {0}")]
+    NfsdFs(nix::Error),
     #[error("looking up user {user}: {source}")]
     LookUp { user: String, source: nix::Error },
     #[error("there is no user {user} on this host (is its package installed?)")]
@@ -110,6 +117,11 @@ pub struct Setup {
     pub munge_key: PathBuf,
     pub settings: Settings,
     pub start: Start,
+    /// What members mount (`tyd serve --share`, [`share::DEFAULT`] unless
+    /// told otherwise); none with `--no-share`.
+    pub shares: Vec<String>,
+    /// tyd's own file of exports (Debian reads /etc/exports.d/*.exports).
+    pub exports: PathBuf,
 }
 
 /// Who starts munged and slurmctld.
@@ -150,6 +162,9 @@ impl Setup {
                 return Err(WorkloadError::Missing { program, package });
             }
         }
+        if !self.shares.is_empty() {
+            self.check_shares()?;
+        }
         let key_changed = self.install_key(munge_key)?;
         let conf_changed = [
             self.write_ours(&self.slurm_conf(), &self.settings.slurm_conf())?,
@@ -163,6 +178,11 @@ impl Setup {
             path: state.clone(),
             source,
         })?;
+        if !self.shares.is_empty() {
+            // No member yet, so no client: a share line without clients
+            // would export it to the world.
+            self.write_ours(&self.exports, &exports_file(&self.shares, &[]))?;
+        }
         match self.start {
             Start::Systemd => {
                 for (unit, changed) in [
@@ -173,10 +193,20 @@ impl Setup {
                     run_tool(Command::new("systemctl").args(["--no-block", verb, unit]))?;
                     info(format!("slurm: asked systemd to {verb} {unit}"));
                 }
+                if !self.shares.is_empty() {
+                    // Debian's unit runs exportfs -r and rpc.nfsd.
+                    run_tool(Command::new("systemctl").args(["start", NFS_UNIT]))?;
+                    info(format!("nfs: asked systemd to start {NFS_UNIT}"));
+                }
             }
             // The joined file is what starts the image's munged and
             // slurmctld, as on a drone.
             Start::Init => {
+                if !self.shares.is_empty() {
+                    // Its services start with the joined file; the exports
+                    // come with the first member.
+                    mount_nfsd()?;
+                }
                 let joined = chaos_contract::member::joined_file(
                     self.settings.controller_address,
                     &self.settings.controller,
@@ -184,14 +214,70 @@ impl Setup {
                 );
                 write(Path::new(chaos_contract::paths::JOINED), &joined, 0o644)?;
             }
-            Start::ByHand => info(format!(
-                "slurm: no service manager here: start munged (with the key in {}) and \
-                 `slurmctld -f {}` yourself",
-                self.munge_key.display(),
-                self.slurm_conf().display()
-            )),
+            Start::ByHand => {
+                info(format!(
+                    "slurm: no service manager here: start munged (with the key in {}) and \
+                     `slurmctld -f {}` yourself",
+                    self.munge_key.display(),
+                    self.slurm_conf().display()
+                ));
+                if !self.shares.is_empty() {
+                    info(format!(
+                        "nfs: and the NFS server (rpc.nfsd, rpc.mountd): tyd keeps {} in step \
+                         with the membership, for `exportfs -r` to read",
+                        self.exports.display()
+                    ));
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Every share a plain path where members can mount it, and a
+    /// directory here; exportfs installed.
+    fn check_shares(&self) -> Result<(), WorkloadError> {
+        if find("exportfs").is_none() {
+            return Err(WorkloadError::Missing {
+                program: "exportfs",
+                package: "nfs-kernel-server",
+            });
+        }
+        if self.shares.len() > share::MAX_SHARES {
+            return Err(WorkloadError::Share {
+                reason: format!(
+                    "{} shares, at most {}",
+                    self.shares.len(),
+                    share::MAX_SHARES
+                ),
+            });
+        }
+        for (i, path) in self.shares.iter().enumerate() {
+            if self.shares[..i].contains(path) {
+                return Err(WorkloadError::Share {
+                    reason: format!("{path} given twice"),
+                });
+            }
+            share::check(path).map_err(|reason| WorkloadError::Share { reason })?;
+            if !Path::new(path).is_dir() {
+                return Err(WorkloadError::Share {
+                    reason: format!("{path}: no such directory on this host"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Who manages the exports, or `None` where nothing reads them.
+    pub fn exports(&self) -> Option<Exports> {
+        if self.shares.is_empty() {
+            return None;
+        }
+        let reload = self.start != Start::ByHand;
+        Some(Exports::start(
+            self.exports.clone(),
+            self.shares.clone(),
+            reload,
+        ))
     }
 
     /// The cluster's key where munged reads it, owned by munge and
@@ -242,6 +328,150 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<(), WorkloadError> {
         path: path.into(),
         source,
     })
+}
+
+/// Debian's unit of the kernel NFS server (nfs-kernel-server's).
+const NFS_UNIT: &str = "nfs-server";
+/// Where the NFS server's control files are, which exportfs and rpc.nfsd
+/// write to.
+const NFSD_FS: &str = "/proc/fs/nfsd";
+/// The export options of a share: written through (`sync`: a job's
+/// output is on the head's disk when its write returns), root squashed
+/// (a member's root is not the head's), AUTH_SYS as Slurm's uids are the
+/// same everywhere, and no subtree check, which breaks renames across
+/// directories and buys nothing when a whole mount is shared.
+const EXPORT_OPTIONS: &str = "rw,sync,root_squash,no_subtree_check,sec=sys";
+
+/// tyd's exports file: each share to every member's overlay address, and
+/// nothing at all while there is no member.
+pub fn exports_file(shares: &[String], members: &[std::net::Ipv4Addr]) -> String {
+    let mut text = format!(
+        "{WRITTEN_BY}: the shares, to the cluster's members over the overlay.\n\
+         # It follows the membership; edits are lost.\n"
+    );
+    if members.is_empty() {
+        return text;
+    }
+    for path in shares {
+        text.push_str(path);
+        // A filesystem without a device (the head VM's tmpfs) needs an
+        // fsid; one made from the path stays the same across restarts,
+        // so members' file handles do too.
+        let fsid = 0x8000_0000 | fnv32(path.as_bytes());
+        for address in members {
+            text.push_str(&format!(" {address}({EXPORT_OPTIONS},fsid={fsid})"));
+        }
+        text.push('\n');
+    }
+    text
+}
+
+fn fnv32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |hash: u32, byte| {
+        (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The NFS server's filesystem, which a chaos head's init does not mount:
+/// exportfs and rpc.nfsd talk to the kernel through it.
+fn mount_nfsd() -> Result<(), WorkloadError> {
+    if Path::new(NFSD_FS).join("exports").exists() {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("nfsd"),
+        NFSD_FS,
+        Some("nfsd"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(WorkloadError::NfsdFs)
+}
+
+/// A program from [`SEARCH`], or its bare name for the error to name.
+fn tool_path(program: &str) -> PathBuf {
+    find(program).unwrap_or_else(|| program.into())
+}
+
+/// The thread that keeps tyd's exports file (and, where an NFS server
+/// runs, the kernel's export table) in step with the membership: a lab's
+/// morning brings a join every few milliseconds, and each change costs
+/// an `exportfs -r`, so it takes the latest list whenever it gets round
+/// to one, and never holds up the head's event loop.
+#[derive(Debug)]
+pub struct Exports {
+    members: Sender<Vec<std::net::Ipv4Addr>>,
+    last: Vec<std::net::Ipv4Addr>,
+}
+
+impl Exports {
+    fn start(file: PathBuf, shares: Vec<String>, reload: bool) -> Exports {
+        let (members, lists) = mpsc::channel::<Vec<std::net::Ipv4Addr>>();
+        std::thread::spawn(move || {
+            let mut done = String::new();
+            let mut list = Vec::new();
+            let mut said = String::new();
+            loop {
+                // A failed export is tried again a moment later (the NFS
+                // server may still be starting), with the latest list.
+                let wait = if said.is_empty() {
+                    Duration::MAX
+                } else {
+                    EXPORTS_RETRY
+                };
+                match lists.recv_timeout(wait) {
+                    Ok(newer) => list = newer,
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+                while let Ok(newer) = lists.try_recv() {
+                    list = newer;
+                }
+                let text = exports_file(&shares, &list);
+                if text == done && said.is_empty() {
+                    continue;
+                }
+                let exported = write(&file, &text, 0o644)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        if reload {
+                            run_tool(Command::new(tool_path("exportfs")).arg("-r"))
+                                .map(drop)
+                                .map_err(|e| e.to_string())
+                        } else {
+                            Ok(())
+                        }
+                    });
+                match exported {
+                    Ok(()) => {
+                        done = text;
+                        said.clear();
+                        fact(Fact::new(chaos_contract::fact::EXPORTS).with("members", list.len()));
+                    }
+                    Err(e) => {
+                        if e != said {
+                            info(format!(
+                                "nfs: exporting the shares to the members: {e}; trying again"
+                            ));
+                            said = e;
+                        }
+                    }
+                }
+            }
+        });
+        Exports {
+            members,
+            last: Vec::new(),
+        }
+    }
+
+    /// The members now (their overlay addresses, sorted).
+    pub fn follow(&mut self, members: Vec<std::net::Ipv4Addr>) {
+        if members != self.last {
+            self.last = members.clone();
+            let _ = self.members.send(members);
+        }
+    }
 }
 
 /// A program from [`SEARCH`].
@@ -437,6 +667,9 @@ fn parse_sinfo(text: &str) -> HashMap<String, String> {
 #[derive(Debug)]
 pub struct Cluster {
     munge_key: Vec<u8>,
+    shares: Vec<String>,
+    /// With shares, the exports that follow the membership.
+    pub exports: Option<Exports>,
     pub worker: Worker,
     accounts: SharedAccounts,
     next_refresh: Instant,
@@ -449,6 +682,8 @@ impl Cluster {
     pub fn new(setup: &Setup, munge_key: Vec<u8>) -> Cluster {
         Cluster {
             munge_key,
+            shares: setup.shares.clone(),
+            exports: setup.exports(),
             worker: Worker::start(setup.slurm_conf()),
             accounts: SharedAccounts::new("/etc/passwd", "/etc/group"),
             next_refresh: Instant::now() + ACCOUNTS_EVERY,
@@ -460,6 +695,7 @@ impl Cluster {
         crate::proto::SlurmGrant {
             munge_key: self.munge_key.clone(),
             accounts: self.accounts.current.clone(),
+            shares: self.shares.clone(),
         }
     }
 
@@ -555,6 +791,8 @@ mod tests {
                 max_nodes: 16,
             },
             start: Start::ByHand,
+            shares: Vec::new(),
+            exports: dir.join("chaos.exports"),
         };
         let conf = setup.slurm_conf();
         let text = setup.settings.slurm_conf();
@@ -567,6 +805,58 @@ mod tests {
             std::fs::read_to_string(&conf).unwrap(),
             "# the admin's\nClusterName=theirs\n"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_exports_reach_the_members_and_nobody_without_them() {
+        let shares = ["/home".to_string(), "/srv/data".to_string()];
+        let none = exports_file(&shares, &[]);
+        assert!(none.lines().all(|l| l.starts_with('#')), "{none}");
+        assert!(none.starts_with(WRITTEN_BY));
+        let members = [
+            std::net::Ipv4Addr::new(10, 99, 0, 2),
+            std::net::Ipv4Addr::new(10, 99, 0, 3),
+        ];
+        let two = exports_file(&shares, &members);
+        let lines: Vec<&str> = two.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(lines.len(), 2, "{two}");
+        let fsid = 0x8000_0000 | fnv32(b"/home");
+        assert_eq!(
+            lines[0],
+            format!(
+                "/home 10.99.0.2({EXPORT_OPTIONS},fsid={fsid}) 10.99.0.3({EXPORT_OPTIONS},fsid={fsid})"
+            )
+        );
+        assert!(lines[1].starts_with("/srv/data 10.99.0.2("));
+        assert!(EXPORT_OPTIONS.contains("root_squash") && !EXPORT_OPTIONS.contains("no_root"));
+        // Another path, another filesystem id.
+        assert_ne!(fnv32(b"/home"), fnv32(b"/srv/data"));
+    }
+
+    #[test]
+    fn the_exports_file_follows_the_membership() {
+        let dir = std::env::temp_dir().join(format!("chaos-exports-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("chaos.exports");
+        let mut exports = Exports::start(file.clone(), vec!["/home".into()], false);
+        let wait_for = |exported: bool| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                if text.starts_with(WRITTEN_BY) && text.contains("/home 10.99.0.2(") == exported {
+                    return text;
+                }
+                assert!(Instant::now() < deadline, "exported {exported}?\n{text}");
+                // Polling a file another thread writes, with a deadline.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        exports.follow(vec![std::net::Ipv4Addr::new(10, 99, 0, 2)]);
+        wait_for(true);
+        exports.follow(vec![]);
+        let text = wait_for(false);
+        assert!(!text.contains("/home "), "{text}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -153,8 +153,21 @@ struct Serve {
     /// /var/lib/slurm/slurmctld)
     #[argh(option, default = "\"/var/lib/slurm/slurmctld\".into()")]
     slurm_state: PathBuf,
-    /// this head is a chaos node: its own init starts munged and slurmctld
-    /// (what the head image's service asks for)
+    /// with --slurm: a directory members mount at the same path over NFS
+    /// version 4, to run jobs in (repeatable; /home unless given; it must be
+    /// /home or /srv or lie below them); exported to the members' overlay
+    /// addresses only, root squashed, following the membership
+    #[argh(option)]
+    share: Vec<String>,
+    /// with --slurm: share nothing (no NFS server needed)
+    #[argh(switch)]
+    no_share: bool,
+    /// with --slurm: tyd's own exports file, which it rewrites as members
+    /// come and go (default /etc/exports.d/chaos.exports)
+    #[argh(option, default = "\"/etc/exports.d/chaos.exports\".into()")]
+    exports: PathBuf,
+    /// this head is a chaos node: its own init starts munged, slurmctld and
+    /// the NFS server (what the head image's service asks for)
     #[argh(switch)]
     manage_node: bool,
 }
@@ -585,6 +598,13 @@ fn serve_head(serve: Serve) -> anyhow::Result<()> {
             } else {
                 Start::on_this_host()
             },
+            shares: match (serve.no_share, serve.share.is_empty()) {
+                (true, true) => Vec::new(),
+                (true, false) => bail!("--share and --no-share contradict each other"),
+                (false, true) => vec![chaos_contract::share::DEFAULT.to_string()],
+                (false, false) => serve.share,
+            },
+            exports: serve.exports,
         };
         setup.apply(&key).context("setting up Slurm")?;
         Some(Cluster::new(&setup, key))

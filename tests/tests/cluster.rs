@@ -11,12 +11,19 @@
 //! Then drone2 is powered off and is gone from the membership and from
 //! Slurm within the expiry, and after the head restarts drone1 is back in
 //! Slurm.
+//!
+//! The head shares /home over NFS: both drones mount it as they join;
+//! alice's batch job reads its input and leaves its result and output in
+//! her home there, owned by her; root on a drone is squashed; from a LAN
+//! address that is no member's the NFS port is closed; and once drone1 is
+//! removed it can no longer read the share and the head exports to no one.
 
 use chaos_contract::accounts::User;
 use chaos_contract::service::Restart;
 use chaos_contract::{fact, paths};
 use chaos_tests::*;
 use xtask::cluster::{self, Membership, Role};
+use xtask::probe::{self, Verdict};
 use xtask::vm::{Config, Hub, Packet};
 
 /// slurmd's port, which a drone serves on the overlay only.
@@ -29,6 +36,9 @@ const ALICE: u32 = 1000;
 /// whenever it changes, and once two drones are idle runs the jobs and
 /// probes the ports, printing each outcome.
 const PROBE: &str = r#"
+# alice's home, on the head's share of /home, with her job's input.
+mkdir -p /home/alice && chown alice:alice /home/alice
+echo '6 7' > /home/alice/input
 slurm() { sinfo -h -N -o '%N:%t' 2>/dev/null | sort | uniq | tr '\n' ' '; }
 members() { tyd nodes 2>/dev/null | awk 'NR > 1 && $1 != "1*" { print $2 ":" $5 }' | sort | tr '\n' ' '; }
 last=
@@ -40,6 +50,15 @@ while true; do
     ran=1
     echo "probe: srun $(srun -N 2 hostname 2>&1 | sort | tr '\n' ' ')"
     echo "probe: alice runs as $(setpriv --reuid=alice --regid=alice --init-groups srun -N 1 id -u 2>&1)"
+    # alice's batch job, submitted from her home, reads its input there
+    # and leaves its result and its output there, on the share.
+    printf '#!/bin/sh\nread a b < input\necho $((a * b)) > result\nhostname\n' > /home/alice/job.sh
+    chown alice:alice /home/alice/job.sh
+    echo "probe: alice $(cd /home/alice && setpriv --reuid=alice --regid=alice --init-groups sbatch -N 1 -w drone1 -o job.out job.sh 2>&1)"
+    for i in $(seq 240); do grep -q drone1 /home/alice/job.out 2>/dev/null && break; sleep 0.5; done
+    echo "probe: alice's result $(cat /home/alice/result 2>&1) by $(stat -c %U /home/alice/result 2>&1), output $(cat /home/alice/job.out 2>&1) by $(stat -c %U /home/alice/job.out 2>&1)"
+    if srun -N 1 -w drone1 touch /home/root-was-here > /dev/null 2>&1; then r=allowed; else r=denied; fi
+    echo "probe: root on drone1 writes /home: $r"
     tyd nodes | awk 'NR > 1 && $1 != "1*" && $5 == "up" { print $2, $3, $4 }' > /tmp/drones
     while read name overlay lan; do
       for address in $overlay $lan; do
@@ -60,6 +79,17 @@ while true; do
 done
 "#;
 
+/// On the drones: whether alice's input on the share can be read, each
+/// time that changes.
+const SHARE_PROBE: &str = r#"
+last=
+while true; do
+  if timeout -s KILL 5 cat /home/alice/input > /dev/null 2>&1; then now=readable; else now=unreadable; fi
+  if [ "$now" != "$last" ]; then echo "share-probe: alice's input $now"; last=$now; fi
+  sleep 0.5
+done
+"#;
+
 #[test]
 fn a_cluster_runs_jobs_over_its_overlay_and_follows_its_membership() {
     let fixture = fixture();
@@ -75,7 +105,7 @@ fn a_cluster_runs_jobs_over_its_overlay_and_follows_its_membership() {
     probe.restart = Restart::Never;
     probe.when = Some(paths::JOINED.into());
     let head_image = test_image_with("cluster-head", &[probe], |spec| {
-        cluster::add(spec, &member(Role::Head)).expect("the head's identity");
+        cluster::add(spec, &fixture.kernel, &member(Role::Head)).expect("the head's identity");
         // alice is one of the head's users, so one of the cluster's.
         let mut accounts = xtask::slurm::accounts().unwrap();
         accounts.group("alice", ALICE).unwrap();
@@ -100,9 +130,15 @@ fn a_cluster_runs_jobs_over_its_overlay_and_follows_its_membership() {
         )
         .unwrap();
     });
-    let drone_image = test_image_with("cluster-drone", &[], |spec| {
+    let mut share_probe = chaos_contract::service::Service::new("share-probe", "/bin/sh");
+    share_probe.args = vec![format!("{DIR}/share-probe.sh")];
+    let drone_image = test_image_with("cluster-drone", &[share_probe], |spec| {
+        spec.dir(DIR, 0o755).unwrap();
+        spec.file(&format!("{DIR}/share-probe.sh"), 0o644, SHARE_PROBE)
+            .unwrap();
         // No baked head address: chaos.head= or the beacon says it.
-        cluster::add(spec, &member(Role::Drone { head: None })).expect("the drones' identity");
+        cluster::add(spec, &fixture.kernel, &member(Role::Drone { head: None }))
+            .expect("the drones' identity");
     });
     // The identity is in the images now; the test leaves no keys behind.
     std::fs::remove_dir_all(&identity).unwrap();
@@ -118,7 +154,9 @@ fn a_cluster_runs_jobs_over_its_overlay_and_follows_its_membership() {
         cluster::node_config(&fixture.kernel, image, &hub, index, extra).step()
     };
     let head_arg = format!("chaos.head={}", cluster::lan_address(0));
-    let mut head = boot(&node(&head_image, 0, ""));
+    // The head's console is a shell, as `cargo xtask qemu-cluster` leaves
+    // its user at one.
+    let mut head = boot(&node(&head_image, 0, "chaos.mode=expert"));
     let mut first = boot(&node(&drone_image, 1, &head_arg));
     let mut second = boot(&node(&drone_image, 2, ""));
 
@@ -139,9 +177,16 @@ fn a_cluster_runs_jobs_over_its_overlay_and_follows_its_membership() {
             BOOT_TIMEOUT,
         )
         .step();
+    // Each mounts the head's /home, where alice's input is, as it joins.
     for drone in [&mut first, &mut second] {
         drone
-            .expect("init: started service slurmd", BOOT_TIMEOUT)
+            .expect_all(
+                &[
+                    "init: started service slurmd",
+                    "share-probe: alice's input readable",
+                ],
+                BOOT_TIMEOUT,
+            )
             .step();
     }
     // The probe runs its jobs once both drones are idle in Slurm.
@@ -149,6 +194,19 @@ fn a_cluster_runs_jobs_over_its_overlay_and_follows_its_membership() {
     head.expect("probe: srun drone1 drone2", BOOT_TIMEOUT)
         .step();
     head.expect(&format!("probe: alice runs as {ALICE}"), STEP_TIMEOUT)
+        .step();
+    // alice's batch job ran on drone1 in her home on the head's share; as
+    // her, and root on a drone is nobody there.
+    head.expect("probe: alice Submitted batch job", STEP_TIMEOUT)
+        .step();
+    let result = head
+        .expect_line("probe: alice's result", STEP_TIMEOUT)
+        .step();
+    assert!(
+        result.ends_with("probe: alice's result 42 by alice, output drone1 by alice"),
+        "{result}"
+    );
+    head.expect("probe: root on drone1 writes /home: denied", STEP_TIMEOUT)
         .step();
     // The drones are probed in the order of their ids, which is the order
     // they joined in.
@@ -185,6 +243,20 @@ fn a_cluster_runs_jobs_over_its_overlay_and_follows_its_membership() {
             .join("\n"),
         xtask::vm::tail(&first.console(), 60),
     );
+
+    // From a LAN address that is no member's, the head's NFS port (and a
+    // portmapper's) is closed, while its join port answers.
+    let stranger = std::net::Ipv4Addr::new(10, 77, 0, 250);
+    let head_lan = cluster::lan_address(0);
+    let wait = std::time::Duration::from_secs(5);
+    for (port, expected) in [
+        (7700, Verdict::Open),
+        (chaos_contract::share::NFS_PORT, Verdict::Silent),
+        (111, Verdict::Silent),
+    ] {
+        let verdict = probe::tcp(&hub, stranger, head_lan, port, wait).step();
+        assert_eq!(verdict, expected, "port {port} of the head from {stranger}");
+    }
 
     // drone1's console shows the cluster screen, which counts the job.
     head.expect("probe: sbatch Submitted batch job", STEP_TIMEOUT)
@@ -237,7 +309,7 @@ fn a_cluster_runs_jobs_over_its_overlay_and_follows_its_membership() {
     // drone1 joins it again and is back in Slurm.
     head.qmp("quit").step();
     head.wait_exit(STEP_TIMEOUT).step();
-    let mut head = boot(&node(&head_image, 0, ""));
+    let mut head = boot(&node(&head_image, 0, "chaos.mode=expert"));
     first
         .expect_fact(fact::NODE, &[("state", "rejoining")], BOOT_TIMEOUT)
         .step();
@@ -248,5 +320,18 @@ fn a_cluster_runs_jobs_over_its_overlay_and_follows_its_membership() {
     )
     .step();
     head.expect("probe: slurm drone1:idle | tyd drone1:up", BOOT_TIMEOUT)
+        .step();
+
+    // drone1 removed: the head exports to no one, and drone1, which read
+    // alice's input on the restarted head's share until then, no longer
+    // can (the probe says so only when that changes).
+    head.type_serial("tyd remove drone1\n").step();
+    first
+        .expect_fact(fact::NODE, &[("state", "removed")], STEP_TIMEOUT)
+        .step();
+    head.expect_fact(fact::EXPORTS, &[("members", "0")], STEP_TIMEOUT)
+        .step();
+    first
+        .expect("share-probe: alice's input unreadable", STEP_TIMEOUT)
         .step();
 }

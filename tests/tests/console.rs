@@ -36,7 +36,7 @@ fn the_howto_joins_a_node_by_hand_in_expert_mode_without_dhcp_or_ip() {
         role,
     };
     let head_image = test_image_with("howto-head", &[], |spec| {
-        cluster::add(spec, &member(Role::Head)).expect("the head's identity");
+        cluster::add(spec, &fixture().kernel, &member(Role::Head)).expect("the head's identity");
         // The shipped head's service, sending no beacon.
         let path = format!("{}/tyd", chaos_contract::paths::SERVICES);
         let Some(mkimage::Entry {
@@ -52,7 +52,8 @@ fn the_howto_joins_a_node_by_hand_in_expert_mode_without_dhcp_or_ip() {
         xtask::image::add_service(spec, &tyd).unwrap();
     });
     let node_image = test_image_with("howto-node", &[], |spec| {
-        cluster::add(spec, &member(Role::Drone { head: None })).expect("the node's identity")
+        cluster::add(spec, &fixture().kernel, &member(Role::Drone { head: None }))
+            .expect("the node's identity")
     });
     std::fs::remove_dir_all(&identity).unwrap();
 
@@ -260,10 +261,11 @@ fn the_screen_shows_the_cluster_and_esc_confirmed_leaves_it_and_powers_off() {
         role,
     };
     let head_image = test_image_with("screen-head", &[left_watcher()], |spec| {
-        cluster::add(spec, &member(Role::Head)).expect("the head's identity")
+        cluster::add(spec, &fixture.kernel, &member(Role::Head)).expect("the head's identity")
     });
     let drone_image = test_image_with("screen-drone", &[], |spec| {
-        cluster::add(spec, &member(Role::Drone { head: None })).expect("the drones' identity")
+        cluster::add(spec, &fixture.kernel, &member(Role::Drone { head: None }))
+            .expect("the drones' identity")
     });
     std::fs::remove_dir_all(&identity).unwrap();
 

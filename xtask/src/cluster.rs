@@ -54,7 +54,7 @@ pub struct Membership {
 /// (which every image carries, see [`image::moduleless_spec`]) in its
 /// role. An image without a membership starts no tyd: a node has no
 /// cluster to join until an identity is baked in.
-pub fn add(spec: &mut Spec, membership: &Membership) -> anyhow::Result<()> {
+pub fn add(spec: &mut Spec, kernel: &Kernel, membership: &Membership) -> anyhow::Result<()> {
     let Membership { dir, role } = membership;
     let context = || {
         format!(
@@ -102,6 +102,8 @@ pub fn add(spec: &mut Spec, membership: &Membership) -> anyhow::Result<()> {
                 paths::MUNGE_KEY,
                 "--slurm-state",
                 slurm::HEAD_STATE_DIR,
+                "--exports",
+                slurm::HEAD_EXPORTS,
             ]
             .map(String::from)
             .to_vec();
@@ -126,6 +128,7 @@ pub fn add(spec: &mut Spec, membership: &Membership) -> anyhow::Result<()> {
         Role::Head => slurm::Profile::Head,
         Role::Drone { .. } => slurm::Profile::Drone,
     };
+    image::load_at_boot_too(spec, kernel, profile.nfs_modules())?;
     slurm::add(spec, profile)?;
     for service in slurm::services(profile) {
         image::add_service(spec, &service)?;
@@ -198,7 +201,7 @@ pub fn images(
             dir: dir.to_path_buf(),
             role,
         };
-        add(&mut spec, &membership)?;
+        add(&mut spec, kernel, &membership)?;
         if let (true, Some(drones)) = (head, demo) {
             add_demo(&mut spec, binaries, drones)?;
         }
@@ -258,8 +261,8 @@ pub fn build_image(
     choice: KernelChoice,
     cluster: Option<&Membership>,
 ) -> anyhow::Result<(Kernel, Written)> {
-    image::build_with(out, choice, |spec| match cluster {
-        Some(membership) => add(spec, membership),
+    image::build_with(out, choice, |spec, kernel| match cluster {
+        Some(membership) => add(spec, kernel, membership),
         None => Ok(()),
     })
 }

@@ -72,6 +72,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "util-linux",
         "setpriv: Slurm images run commands as the cluster's users",
     ),
+    (
+        "nfs-kernel-server",
+        "rpc.nfsd, rpc.mountd, exportfs: the head shares its users' homes",
+    ),
 ];
 
 pub fn missing_packages(sh: &Shell) -> Vec<&'static str> {

@@ -390,7 +390,12 @@ mod tests {
             head: None,
         };
         let mut spec = mkimage::Spec::new();
-        crate::cluster::add(&mut spec, &choice.membership()).unwrap();
+        let builtin = crate::kernel::Kernel {
+            release: "test".into(),
+            vmlinuz: "bzImage".into(),
+            modules: None,
+        };
+        crate::cluster::add(&mut spec, &builtin, &choice.membership()).unwrap();
         let head_key = std::fs::read_to_string(dir.join(keys::HEAD_KEY)).unwrap();
         let (munge, _) = keys::munge_key(&dir).unwrap();
         for (path, entry) in spec.iter() {

@@ -125,6 +125,29 @@ pub fn base_spec(kernel: &Kernel, binaries: &Binaries) -> anyhow::Result<Spec> {
 /// [`PROBE_MODULES`] with `nics`, loaded when a device needs them; each with
 /// its dependencies. Nothing for a kernel with every driver built in.
 pub fn add_modules(spec: &mut Spec, kernel: &Kernel, nics: &[&str]) -> anyhow::Result<()> {
+    add_modules_loading(spec, kernel, BOOT_MODULES, nics)
+}
+
+/// The modules [`base_spec`] put in `spec` again, with `extra` loaded at
+/// every boot too: what a cluster image's role needs besides (the NFS
+/// client or server). Nothing for a kernel with every driver built in.
+pub fn load_at_boot_too(spec: &mut Spec, kernel: &Kernel, extra: &[&str]) -> anyhow::Result<()> {
+    if kernel.modules.is_none() {
+        return Ok(());
+    }
+    spec.remove(&format!("/lib/modules/{}", kernel.release))?;
+    spec.remove(chaos_contract::paths::MODULE_LIST)?;
+    spec.remove(chaos_contract::paths::KERNEL_RELEASE)?;
+    let boot: Vec<&str> = BOOT_MODULES.iter().chain(extra).copied().collect();
+    add_modules_loading(spec, kernel, &boot, LAB_NICS)
+}
+
+fn add_modules_loading(
+    spec: &mut Spec,
+    kernel: &Kernel,
+    boot: &[&str],
+    nics: &[&str],
+) -> anyhow::Result<()> {
     let Some(modules) = &kernel.modules else {
         // Recorded all the same, so init refuses to boot this image on a
         // kernel that would need modules it does not have.
@@ -137,7 +160,7 @@ pub fn add_modules(spec: &mut Spec, kernel: &Kernel, nics: &[&str]) -> anyhow::R
     };
     let probe: Vec<&str> = PROBE_MODULES.iter().chain(nics).copied().collect();
     mkimage::ModuleTree::open(modules)
-        .and_then(|tree| tree.image(BOOT_MODULES, &probe))
+        .and_then(|tree| tree.image(boot, &probe))
         .with_context(|| format!("the modules of kernel {}", kernel.release))?
         .add_to(spec)?;
     Ok(())
@@ -165,6 +188,8 @@ pub fn moduleless_spec(binaries: &Binaries) -> anyhow::Result<Spec> {
         ("/tmp", 0o1777),
         ("/var", 0o755),
         ("/root", 0o700),
+        ("/home", 0o755),
+        ("/srv", 0o755),
         (chaos_contract::paths::SERVICES, 0o755),
     ] {
         spec.dir(dir, mode)?;
@@ -374,7 +399,7 @@ impl KernelChoice {
 
 /// `cargo xtask image`: the shipped image for `choice`'s kernel.
 pub fn build(out: &Path, choice: KernelChoice) -> anyhow::Result<(Kernel, Written)> {
-    build_with(out, choice, |_| Ok(()))
+    build_with(out, choice, |_, _| Ok(()))
 }
 
 /// [`build`], with `extra` added to the image before it is written
@@ -382,7 +407,7 @@ pub fn build(out: &Path, choice: KernelChoice) -> anyhow::Result<(Kernel, Writte
 pub fn build_with(
     out: &Path,
     choice: KernelChoice,
-    extra: impl FnOnce(&mut Spec) -> anyhow::Result<()>,
+    extra: impl FnOnce(&mut Spec, &Kernel) -> anyhow::Result<()>,
 ) -> anyhow::Result<(Kernel, Written)> {
     let sh = crate::shell()?;
     println!("image: building the node binaries (static musl)");
@@ -390,7 +415,7 @@ pub fn build_with(
     let kernel = choice.get(&sh)?;
     let started = Instant::now();
     let mut spec = base_spec(&kernel, &binaries)?;
-    extra(&mut spec)?;
+    extra(&mut spec, &kernel)?;
     let written = write(&spec, out)?;
     println!(
         "image: {} ({} entries, {} KiB, kernel {}) in {} ms; {} of {} members compressed, the rest from {}",

@@ -393,7 +393,7 @@ pub fn artifacts(kernel: &Kernel, binaries: &Binaries, dir: &Path) -> anyhow::Re
         role,
     };
     let mut head = crate::image::base_spec(kernel, binaries)?;
-    crate::cluster::add(&mut head, &member(Role::Head))?;
+    crate::cluster::add(&mut head, kernel, &member(Role::Head))?;
     let probe_file = "/etc/chaos-lab/probe.sh";
     head.dir("/etc/chaos-lab", 0o755)?;
     head.file(
@@ -409,7 +409,7 @@ pub fn artifacts(kernel: &Kernel, binaries: &Binaries, dir: &Path) -> anyhow::Re
     let head = crate::image::write(&head, &dir.join("head.cpio.gz"))?;
 
     let mut drone = crate::image::base_spec(kernel, binaries)?;
-    crate::cluster::add(&mut drone, &member(Role::Drone { head: None }))?;
+    crate::cluster::add(&mut drone, kernel, &member(Role::Drone { head: None }))?;
     let drone = crate::image::write(&drone, &dir.join("drone.cpio.gz"))?;
     std::fs::remove_dir_all(&identity)?;
 

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use chaos_contract::service::{Dir, Service};
+use chaos_contract::service::{Dir, Restart, Service};
 use chaos_contract::{member, paths};
 use mkimage::{Accounts, AccountsError, Payload, Spec, User};
 
@@ -176,6 +176,10 @@ const PROGRAMS: &[Program] = &[
     // For checking the key by hand: `munge -n | unmunge`.
     program("/usr/bin/munge", "munge", Profile::Head),
     program("/usr/bin/unmunge", "munge", Profile::Head),
+    // The kernel NFS server's tools: the head shares its users' homes.
+    program("/usr/sbin/exportfs", "nfs-kernel-server", Profile::Head),
+    program("/usr/sbin/rpc.nfsd", "nfs-kernel-server", Profile::Head),
+    program("/usr/sbin/rpc.mountd", "nfs-kernel-server", Profile::Head),
 ];
 
 /// A directory Slurm or munge writes to at run time: made on a RAM mount
@@ -223,12 +227,29 @@ pub const RUNTIME_DIRS: &[RuntimeDir] = &[
     ),
     // slurmctld's StateSaveLocation in a head VM; slurmctld runs as slurm.
     runtime_dir(HEAD_STATE_DIR, "slurm", 0o755, SLURMCTLD, Profile::Head),
+    // exportfs's and rpc.mountd's export table (etab) and state, and the
+    // kernel server's record of its clients, made before it starts.
+    runtime_dir(NFS_STATE_DIR, "root", 0o755, NFSD, Profile::Head),
+    runtime_dir(NFS_RECOVERY_DIR, "root", 0o700, NFSD, Profile::Head),
 ];
 
 /// The services' names.
 pub const MUNGED: &str = "munged";
 pub const SLURMD: &str = "slurmd";
 pub const SLURMCTLD: &str = "slurmctld";
+pub const NFSD: &str = "nfsd";
+pub const MOUNTD: &str = "mountd";
+/// Where nfs-utils keeps its state (its compiled-in path).
+const NFS_STATE_DIR: &str = "/var/lib/nfs";
+const NFS_RECOVERY_DIR: &str = "/var/lib/nfs/v4recovery";
+/// Where a head VM's tyd writes its exports file, and where exportfs
+/// finds it (the root is the image's).
+pub const HEAD_EXPORTS: &str = "/run/chaos/exports";
+const EXPORTS_LINK: &str = "/etc/exports.d/chaos.exports";
+/// NFS version 4 alone: one port, nothing for rpcbind to map. (rpc.nfsd
+/// of nfs-utils 2.6 knows no version 2 any more; rpc.mountd still does.)
+const NFSD_V4_ONLY: [&str; 2] = ["-N", "3"];
+const MOUNTD_V4_ONLY: [&str; 4] = ["-N", "2", "-N", "3"];
 /// Where a head VM's tyd writes slurm.conf (the root is the image's).
 pub const HEAD_CONF_DIR: &str = "/run/chaos/slurm";
 /// slurmd 22.05 on cgroup v2 without systemd puts itself under this.
@@ -247,6 +268,15 @@ impl Profile {
         RUNTIME_DIRS
             .iter()
             .filter(move |d| self.includes(d.profile))
+    }
+
+    /// The kernel modules this profile loads at every boot, beside the
+    /// image's own: the NFS client on a drone, the server on the head.
+    pub fn nfs_modules(self) -> &'static [&'static str] {
+        match self {
+            Profile::Drone => &["nfsv4"],
+            Profile::Head => &["nfsd"],
+        }
     }
 
     /// The paths of this profile's programs.
@@ -314,6 +344,11 @@ pub fn add(spec: &mut Spec, profile: Profile) -> anyhow::Result<()> {
         // Slurm's tools look for their configuration here; the head's tyd
         // writes it at run time.
         spec.symlink("/etc/slurm", HEAD_CONF_DIR)?;
+        // exportfs reads /etc/exports (none of the image's own) and
+        // /etc/exports.d, where tyd's file is.
+        spec.file("/etc/exports", 0o644, "")?;
+        spec.dir("/etc/exports.d", 0o755)?;
+        spec.symlink(EXPORTS_LINK, HEAD_EXPORTS)?;
     }
     spec.file(NSSWITCH.0, 0o644, NSSWITCH.1)?;
     accounts()?.add_to(spec)?;
@@ -380,7 +415,43 @@ pub fn services(profile: Profile) -> Vec<Service> {
     };
     daemon.when = joined();
     daemon.after = vec![MUNGED.into()];
-    vec![munged, daemon]
+    let mut services = vec![munged, daemon];
+    if profile == Profile::Head {
+        services.extend(nfs_server(joined(), dirs(NFSD)));
+    }
+    services
+}
+
+/// The head VM's NFS server, started once tyd has put the exports in
+/// place (the joined file): rpc.nfsd, which starts the kernel's server
+/// threads and ends, and rpc.mountd, which answers the kernel's questions
+/// about the export table.
+fn nfs_server(joined: Option<PathBuf>, dirs: Vec<Dir>) -> [Service; 2] {
+    let mut nfsd = Service::new(NFSD, "/usr/sbin/rpc.nfsd");
+    nfsd.dirs = dirs;
+    // A grace period of 10 s (the least the kernel takes, against 90):
+    // a head VM starts with no clients to reclaim state, and members
+    // wait out the grace period before they open a file.
+    // The port by number: the image has no /etc/services to look "nfs"
+    // up in.
+    let port = chaos_contract::share::NFS_PORT.to_string();
+    nfsd.args = NFSD_V4_ONLY
+        .into_iter()
+        .chain(["--port", &port, "--grace-time", "10", "8"])
+        .map(String::from)
+        .collect();
+    nfsd.restart = Restart::Never;
+    nfsd.when = joined.clone();
+    nfsd.after = vec!["tyd".into()];
+    let mut mountd = Service::new(MOUNTD, "/usr/sbin/rpc.mountd");
+    mountd.args = ["--foreground"]
+        .into_iter()
+        .chain(MOUNTD_V4_ONLY)
+        .map(String::from)
+        .collect();
+    mountd.when = joined;
+    mountd.after = vec![NFSD.into()];
+    [nfsd, mountd]
 }
 
 /// The file of a plugin named `type/name`.

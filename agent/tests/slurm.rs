@@ -5,7 +5,9 @@
 //! nodes, and Debian's own slurmctld starts with that configuration and
 //! answers `scontrol ping`. (slurmd cannot run on this host, which lacks a
 //! cgroup2-only hierarchy: the QEMU cluster test runs it.) An
-//! administrator's own slurm.conf is never overwritten.
+//! administrator's own slurm.conf is never overwritten. The exports file
+//! shares /home with exactly the members, and with nobody before the
+//! first joins.
 
 mod common;
 
@@ -13,6 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
+use chaos_agent::proto::State;
 use common::Lab;
 
 /// The controller's address: the overlay head address of `tyd serve`'s
@@ -24,6 +27,7 @@ const CONTROLLER: &str = "10.99.0.1";
 fn slurm_head(lab: &mut Lab, ns: &str, keys: &Path, [conf, key, state]: [&Path; 3]) -> usize {
     let path = |p: &Path| p.to_str().unwrap().to_string();
     let (conf, key, state) = (path(conf), path(key), path(state));
+    let exports = path(&lab.dir.join("chaos.exports"));
     lab.head(
         ns,
         "head",
@@ -36,6 +40,8 @@ fn slurm_head(lab: &mut Lab, ns: &str, keys: &Path, [conf, key, state]: [&Path; 
             &key,
             "--slurm-state",
             &state,
+            "--exports",
+            &exports,
         ],
     )
 }
@@ -60,7 +66,8 @@ fn tyd_serve_slurm_writes_a_configuration_that_slurmctld_runs_with() {
     lab.wait_log("head", "@chaos node state=serving");
     let log = lab.log("head");
     assert!(
-        log.contains("no service manager here: start munged"),
+        log.contains("no service manager here: start munged")
+            && log.contains("and the NFS server (rpc.nfsd, rpc.mountd)"),
         "a host without systemd is told what to start:\n{log}"
     );
 
@@ -118,6 +125,59 @@ fn tyd_serve_slurm_writes_a_configuration_that_slurmctld_runs_with() {
         output.status.success() && said.contains("is UP"),
         "slurmctld did not answer with tyd's configuration:\n{said}\n{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_exports_follow_the_membership() {
+    let mut lab = Lab::new("exports");
+    let ns = lab.node(1);
+    let keys = lab.init("keys");
+    let dir = lab.dir.clone();
+    let (conf, key, state) = (dir.join("conf"), dir.join("munge.key"), dir.join("state"));
+    slurm_head(&mut lab, &ns, &keys, [&conf, &key, &state]);
+    lab.wait_log("head", "@chaos node state=serving");
+    let exports = dir.join("chaos.exports");
+    let shared = || {
+        std::fs::read_to_string(&exports)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(shared(), Vec::<String>::new(), "shared before any member");
+
+    let drone_ns = lab.node(11);
+    lab.drone(&drone_ns, "drone1", &keys, Some("192.168.77.1"));
+    let socket = lab.socket("head");
+    lab.wait(
+        "drone1 up",
+        || common::state_of(&socket, "drone1") == Some(State::Up),
+        || lab.log("head"),
+    );
+    let overlay = common::nodes(&socket)
+        .unwrap()
+        .into_iter()
+        .find(|n| n.hostname == "drone1")
+        .and_then(|n| n.overlay)
+        .unwrap();
+    let line = format!("/home {overlay}(rw,sync,root_squash,");
+    lab.wait(
+        "/home exported to drone1",
+        || shared().len() == 1 && shared()[0].starts_with(&line),
+        || format!("{:?}\n{}", shared(), lab.log("head")),
+    );
+
+    let removed = Command::new(common::tyd())
+        .args(["remove", "drone1", "--socket", socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(removed.status.success(), "{removed:?}");
+    lab.wait(
+        "/home exported to nobody once drone1 is removed",
+        || shared().is_empty(),
+        || format!("{:?}", shared()),
     );
 }
 

@@ -52,11 +52,12 @@ while true; do
     echo "probe: alice runs as $(setpriv --reuid=alice --regid=alice --init-groups srun -N 1 id -u 2>&1)"
     # alice's batch job, submitted from her home, reads its input there
     # and leaves its result and its output there, on the share.
-    printf '#!/bin/sh\nread a b < input\necho $((a * b)) > result\nhostname\n' > /home/alice/job.sh
+    # Its own step copies a program to its node with sbcast and runs it.
+    printf '#!/bin/sh\nread a b < input\necho $((a * b)) > result\nsbcast -f /bin/busybox /tmp/busybox\nsrun /tmp/busybox echo sbcast ok\nhostname\n' > /home/alice/job.sh
     chown alice:alice /home/alice/job.sh
     echo "probe: alice $(cd /home/alice && setpriv --reuid=alice --regid=alice --init-groups sbatch -N 1 -w drone1 -o job.out job.sh 2>&1)"
     for i in $(seq 240); do grep -q drone1 /home/alice/job.out 2>/dev/null && break; sleep 0.5; done
-    echo "probe: alice's result $(cat /home/alice/result 2>&1) by $(stat -c %U /home/alice/result 2>&1), output $(cat /home/alice/job.out 2>&1) by $(stat -c %U /home/alice/job.out 2>&1)"
+    echo "probe: alice's result $(cat /home/alice/result 2>&1) by $(stat -c %U /home/alice/result 2>&1), output $(echo $(cat /home/alice/job.out 2>&1)) by $(stat -c %U /home/alice/job.out 2>&1)"
     if srun -N 1 -w drone1 touch /home/root-was-here > /dev/null 2>&1; then r=allowed; else r=denied; fi
     echo "probe: root on drone1 writes /home: $r"
     tyd nodes | awk 'NR > 1 && $1 != "1*" && $5 == "up" { print $2, $3, $4 }' > /tmp/drones
@@ -203,7 +204,7 @@ fn a_cluster_runs_jobs_over_its_overlay_and_follows_its_membership() {
         .expect_line("probe: alice's result", STEP_TIMEOUT)
         .step();
     assert!(
-        result.ends_with("probe: alice's result 42 by alice, output drone1 by alice"),
+        result.ends_with("probe: alice's result 42 by alice, output sbcast ok drone1 by alice"),
         "{result}"
     );
     head.expect("probe: root on drone1 writes /home: denied", STEP_TIMEOUT)

@@ -1,8 +1,9 @@
 //! Slurm in the images: the programs of the build host's Debian packages
 //! with their shared-library closure ([`mkimage::payload`]), the plugins
 //! the daemons and tools load ([`chaos_agent::slurm::plugins`]), and the
-//! accounts they run as. Two profiles: a drone runs slurmd and munged; the
-//! head (a head that runs as a VM) adds slurmctld and the client tools.
+//! accounts they run as. Two profiles: a drone runs slurmd and munged (and
+//! a batch script's srun and sbcast); the head (a head that runs as a VM)
+//! adds slurmctld, the other client tools and the NFS server.
 //!
 //! What the image must not carry is not here: the configuration is the
 //! head's to write and the munge key is delivered by tyd at run time.
@@ -166,8 +167,11 @@ const PROGRAMS: &[Program] = &[
     // images have (`setpriv --reuid=alice --regid=alice --init-groups`):
     // the shared busybox has no su.
     program("/usr/bin/setpriv", "util-linux", Profile::Drone),
+    // A batch script runs on a drone: it starts its steps with srun and
+    // copies a program to its other nodes with sbcast.
+    program("/usr/bin/srun", "slurm-client", Profile::Drone),
+    program("/usr/bin/sbcast", "slurm-client", Profile::Drone),
     program("/usr/sbin/slurmctld", "slurmctld", Profile::Head),
-    program("/usr/bin/srun", "slurm-client", Profile::Head),
     program("/usr/bin/sbatch", "slurm-client", Profile::Head),
     program("/usr/bin/squeue", "slurm-client", Profile::Head),
     program("/usr/bin/sinfo", "slurm-client", Profile::Head),

@@ -11,6 +11,9 @@ pub const SERVICES: &str = "/etc/chaos/services";
 pub const MANIFEST: &str = "/etc/chaos/manifest";
 /// The kernel modules init loads at every boot, whatever the hardware.
 pub const MODULE_LIST: &str = "/etc/chaos/modules";
+/// The kernel modules init loads once that list is in, in the background:
+/// what only a member needs, seconds later (the NFS client or server).
+pub const LATE_MODULE_LIST: &str = "/etc/chaos/modules.late";
 /// The kernel release the image's modules were taken from.
 pub const KERNEL_RELEASE: &str = "/etc/chaos/kernel-release";
 /// The cluster identity tyd reads (`tyd init --dir` made it; the image

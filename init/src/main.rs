@@ -298,27 +298,38 @@ fn modules_phase(boot: &mut Boot) -> anyhow::Result<()> {
         return Ok(());
     }
     report_unmatched_nics();
-    let listed = match std::fs::read_to_string(chaos_contract::paths::MODULE_LIST) {
-        Ok(text) => text.split_whitespace().map(String::from).collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => bail!("reading {}: {e}", chaos_contract::paths::MODULE_LIST),
+    let read = |path: &str| match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text.split_whitespace().map(String::from).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(anyhow::anyhow!("reading {path}: {e}")),
     };
+    let listed: Vec<String> = read(chaos_contract::paths::MODULE_LIST)?;
+    let later: Vec<String> = read(chaos_contract::paths::LATE_MODULE_LIST)?;
     // The image's own list (WireGuard, nftables, softdog) is for the
     // services, not for the network: it loads while the NICs come up, and
-    // the network phase waits for it at its end.
-    let handle = std::thread::spawn(move || {
+    // the network phase waits for it at its end. What only a member needs,
+    // and long after (the NFS client or server), loads after it, with no
+    // one waiting.
+    let (done, listed_loaded) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let started = Instant::now();
         let outcome = modules::load_all(&tree, &dir, &listed);
         log_loaded("the image's modules", &outcome, started);
+        let _ = done.send(());
+        if !later.is_empty() {
+            let started = Instant::now();
+            let outcome = modules::load_all(&tree, &dir, &later);
+            log_loaded("the image's later modules", &outcome, started);
+        }
     });
-    *lock_listed() = Some(handle);
+    *lock_listed() = Some(listed_loaded);
     Ok(())
 }
 
-/// The thread loading the image's module list, until the network phase
+/// Hears when the image's module list is loaded, until the network phase
 /// has waited for it.
-fn lock_listed() -> std::sync::MutexGuard<'static, Option<std::thread::JoinHandle<()>>> {
-    static LISTED: std::sync::Mutex<Option<std::thread::JoinHandle<()>>> =
+fn lock_listed() -> std::sync::MutexGuard<'static, Option<std::sync::mpsc::Receiver<()>>> {
+    static LISTED: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>> =
         std::sync::Mutex::new(None);
     LISTED.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -326,9 +337,9 @@ fn lock_listed() -> std::sync::MutexGuard<'static, Option<std::thread::JoinHandl
 /// Waits for the image's module list to be loaded, so services find
 /// WireGuard and nftables in the kernel.
 fn wait_for_listed_modules() {
-    let handle = lock_listed().take();
-    if let Some(handle) = handle {
-        if handle.join().is_err() {
+    let listed = lock_listed().take();
+    if let Some(listed) = listed {
+        if listed.recv().is_err() {
             error!("loading the image's modules panicked");
         }
     }

@@ -128,7 +128,8 @@ pub fn add(spec: &mut Spec, kernel: &Kernel, membership: &Membership) -> anyhow:
         Role::Head => slurm::Profile::Head,
         Role::Drone { .. } => slurm::Profile::Drone,
     };
-    image::load_at_boot_too(spec, kernel, profile.nfs_modules())?;
+    let (modules, when) = profile.nfs_modules();
+    image::load_too(spec, kernel, modules, when)?;
     slurm::add(spec, profile)?;
     for service in slurm::services(profile) {
         image::add_service(spec, &service)?;

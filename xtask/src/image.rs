@@ -128,25 +128,49 @@ pub fn add_modules(spec: &mut Spec, kernel: &Kernel, nics: &[&str]) -> anyhow::R
     add_modules_loading(spec, kernel, BOOT_MODULES, nics)
 }
 
-/// The modules [`base_spec`] put in `spec` again, with `extra` loaded at
-/// every boot too: what a cluster image's role needs besides (the NFS
-/// client or server). Nothing for a kernel with every driver built in.
-pub fn load_at_boot_too(spec: &mut Spec, kernel: &Kernel, extra: &[&str]) -> anyhow::Result<()> {
+/// When init loads a module of [`load_too`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loading {
+    /// With the image's list, before the services start.
+    AtBoot,
+    /// In the background once the node is up
+    /// ([`chaos_contract::paths::LATE_MODULE_LIST`]).
+    Later,
+}
+
+/// The modules [`base_spec`] put in `spec` again, with `extra` as well:
+/// what a cluster image's role needs besides (the NFS server before tyd
+/// serves, the NFS client only after the join). Nothing for a kernel with
+/// every driver built in.
+pub fn load_too(
+    spec: &mut Spec,
+    kernel: &Kernel,
+    extra: &[&str],
+    when: Loading,
+) -> anyhow::Result<()> {
     if kernel.modules.is_none() {
         return Ok(());
     }
     spec.remove(&format!("/lib/modules/{}", kernel.release))?;
     spec.remove(chaos_contract::paths::MODULE_LIST)?;
     spec.remove(chaos_contract::paths::KERNEL_RELEASE)?;
-    let boot: Vec<&str> = BOOT_MODULES.iter().chain(extra).copied().collect();
-    add_modules_loading(spec, kernel, &boot, LAB_NICS)
+    if when == Loading::AtBoot {
+        let boot: Vec<&str> = BOOT_MODULES.iter().chain(extra).copied().collect();
+        return add_modules_loading(spec, kernel, &boot, LAB_NICS);
+    }
+    // In the image as probe modules: nothing on a bus wants them.
+    let probe: Vec<&str> = LAB_NICS.iter().chain(extra).copied().collect();
+    add_modules_loading(spec, kernel, BOOT_MODULES, &probe)?;
+    let list: String = extra.iter().map(|name| format!("{name}\n")).collect();
+    spec.file(chaos_contract::paths::LATE_MODULE_LIST, 0o644, list)?;
+    Ok(())
 }
 
 fn add_modules_loading(
     spec: &mut Spec,
     kernel: &Kernel,
     boot: &[&str],
-    nics: &[&str],
+    probe_too: &[&str],
 ) -> anyhow::Result<()> {
     let Some(modules) = &kernel.modules else {
         // Recorded all the same, so init refuses to boot this image on a
@@ -158,7 +182,7 @@ fn add_modules_loading(
         )?;
         return Ok(());
     };
-    let probe: Vec<&str> = PROBE_MODULES.iter().chain(nics).copied().collect();
+    let probe: Vec<&str> = PROBE_MODULES.iter().chain(probe_too).copied().collect();
     mkimage::ModuleTree::open(modules)
         .and_then(|tree| tree.image(boot, &probe))
         .with_context(|| format!("the modules of kernel {}", kernel.release))?

@@ -17,6 +17,8 @@ use chaos_contract::service::{Dir, Restart, Service};
 use chaos_contract::{member, paths};
 use mkimage::{Accounts, AccountsError, Payload, Spec, User};
 
+use crate::image::Loading;
+
 /// Where Debian's Slurm keeps libslurmfull.so and its plugins.
 pub const PLUGIN_DIR: &str = "/usr/lib/x86_64-linux-gnu/slurm-wlm";
 /// The Debian package of [`PLUGIN_DIR`]'s files.
@@ -274,12 +276,14 @@ impl Profile {
             .filter(move |d| self.includes(d.profile))
     }
 
-    /// The kernel modules this profile loads at every boot, beside the
-    /// image's own: the NFS client on a drone, the server on the head.
-    pub fn nfs_modules(self) -> &'static [&'static str] {
+    /// The kernel modules this profile needs beside the image's own, and
+    /// when: the NFS server before the head's tyd serves; the NFS client
+    /// only after a drone's join (its mount tries again until the client
+    /// is there), so it does not hold up the boot.
+    pub fn nfs_modules(self) -> (&'static [&'static str], Loading) {
         match self {
-            Profile::Drone => &["nfsv4"],
-            Profile::Head => &["nfsd"],
+            Profile::Drone => (&["nfsv4"], Loading::Later),
+            Profile::Head => (&["nfsd"], Loading::AtBoot),
         }
     }
 

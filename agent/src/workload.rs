@@ -2,7 +2,8 @@
 //! The head's side of Slurm with `tyd serve --slurm`: what it sets up
 //! before it serves (the munge key in place, slurm.conf and cgroup.conf
 //! written, munged and slurmctld started by the host's own service manager
-//! or, in a chaos image, by init), the accounts it shares with members, and
+//! or, in a chaos image, by init), the accounts it shares with members, the
+//! shares (NFS exports that follow the membership, see [`Exports`]), and
 //! a worker thread that keeps Slurm in step with the membership: a node
 //! that leaves, expires or is removed is drained, set down (so batch jobs
 //! on it are requeued) and deleted once nothing runs there, and every

@@ -139,8 +139,9 @@ struct Serve {
     /// run Slurm with the cluster: make the munge key (munge.key beside the
     /// identity) on first use, write slurm.conf and cgroup.conf for dynamic
     /// nodes, have munged and slurmctld (re)started by systemd where it runs,
-    /// grant members the key and this host's users, and drain and delete
-    /// nodes in Slurm as they leave
+    /// grant members the key and this host's users, share /home with them
+    /// over NFS (see --share), and drain and delete nodes in Slurm as they
+    /// leave
     #[argh(switch)]
     slurm: bool,
     /// with --slurm: where slurm.conf and cgroup.conf go (default /etc/slurm)

@@ -27,8 +27,9 @@ use crate::log::{fact as report, info};
 /// How long a share is tried before the node runs jobs without it.
 const PATIENCE: Duration = Duration::from_secs(60);
 /// Between two tries: the head's export table follows a join within a
-/// moment, and a refused mount costs one round trip.
-const RETRY: Duration = Duration::from_millis(250);
+/// moment (every try until then is refused at once, for a few round
+/// trips on the overlay), and the job services wait for the mount.
+const RETRY: Duration = Duration::from_millis(100);
 
 /// The options of every share's mount.
 ///

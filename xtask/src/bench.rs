@@ -51,6 +51,7 @@ pub fn run(sh: &Shell, boots: usize, only: Option<Only>) -> anyhow::Result<()> {
             rows.extend(sizes(&binaries, &scratch)?);
             rows.extend(slurm(&kernel, &custom, &binaries, &scratch)?);
             rows.extend(qemu_clusters()?);
+            rows.extend(share(&kernel, &binaries)?);
             print(&rows);
             return Ok(());
         }
@@ -103,6 +104,7 @@ pub fn run(sh: &Shell, boots: usize, only: Option<Only>) -> anyhow::Result<()> {
         within: None,
     });
     rows.extend(cluster(&binaries)?);
+    rows.extend(share(&kernel, &binaries)?);
 
     let custom = custom_kernel(sh)?;
     let bzimage = std::fs::metadata(&custom.vmlinuz)?.len() as f64;
@@ -253,15 +255,19 @@ fn warm_builds(
 /// The images with Slurm: the drone on Debian's kernel with the lab NIC
 /// class (size and warm build, programs and their closures found anew each
 /// time), the head VM's image, and the hybrid ISO of a drone on the custom
-/// kernel.
+/// kernel. Each with its role's NFS modules, as [`crate::cluster::add`]
+/// makes them, so the sizes are what ships.
 fn slurm(
     kernel: &Kernel,
     custom: &Kernel,
     binaries: &Binaries,
     scratch: &Path,
 ) -> anyhow::Result<Vec<Row>> {
-    let with = |kernel: &Kernel, profile| {
+    let with = |kernel: &Kernel, profile: crate::slurm::Profile| {
         let mut spec = crate::image::base_spec(kernel, binaries)?;
+        // Before the payload: see crate::slurm::add.
+        let (modules, when) = profile.nfs_modules();
+        crate::image::load_too(&mut spec, kernel, modules, when)?;
         crate::slurm::add(&mut spec, profile)?;
         Ok(spec)
     };
@@ -864,6 +870,60 @@ fn qemu_clusters() -> anyhow::Result<Vec<Row>> {
             within: Some(qemu.srun_hostname <= Duration::from_secs(1)),
         });
     }
+    Ok(rows)
+}
+
+/// The head's /home as a drone sees it ([`crate::sharebench`], one QEMU
+/// cluster of a head and a drone on `kernel`): the drone's welcome to the
+/// share mounted, and 64 MiB read and written on the share beside the
+/// same copied over TCP between the two VMs on the overlay (WireGuard
+/// both), in the guests' time, with the share's ratio to the copy.
+fn share(kernel: &Kernel, binaries: &Binaries) -> anyhow::Result<Vec<Row>> {
+    use crate::sharebench::{Transfer, SIZE_MIB};
+    let share = crate::sharebench::measure(kernel, binaries).context("the share bench")?;
+    let mut mounts = share.mounts.clone();
+    let mut rows = vec![Row {
+        what: "drone welcome -> /home mounted (NFS, TCG)".into(),
+        measured: format!(
+            "{} ms (median of {})",
+            median(&mut mounts).as_millis(),
+            mounts.len()
+        ),
+        budget: "-",
+        within: None,
+    }];
+    let rate = |t: &Transfer| format!("{:.1} MiB/s, {:.1} s", t.mib_per_s(), t.took.as_secs_f64());
+    let against = |t: &Transfer, base: &Transfer, name: &str| {
+        format!(
+            "{} ({:.2}x {name})",
+            rate(t),
+            t.mib_per_s() / base.mib_per_s().max(1e-9)
+        )
+    };
+    let overlay = &share.tcp_overlay;
+    for (what, transfer) in [
+        (
+            format!("share read {SIZE_MIB} MiB on a drone (NFS, WireGuard)"),
+            &share.read,
+        ),
+        (
+            format!("share write {SIZE_MIB} MiB on a drone (NFS, fsync)"),
+            &share.write,
+        ),
+    ] {
+        rows.push(Row {
+            what,
+            measured: against(transfer, overlay, "TCP copy"),
+            budget: "-",
+            within: None,
+        });
+    }
+    rows.push(Row {
+        what: format!("TCP copy {SIZE_MIB} MiB drone -> head over the overlay"),
+        measured: rate(overlay),
+        budget: "-",
+        within: None,
+    });
     Ok(rows)
 }
 

@@ -20,6 +20,7 @@ pub mod netbench;
 pub mod node;
 pub mod probe;
 pub mod pxe;
+pub mod sharebench;
 pub mod slurm;
 pub mod testing;
 pub mod timeline;

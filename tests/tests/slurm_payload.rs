@@ -18,12 +18,21 @@ const HOST: &str = "slurmhead";
 const DIR: &str = "/etc/chaos-test";
 const SCRIPT: &str = "/etc/chaos-test/slurm.sh";
 
+/// The NFS server's tools, which know no `-V`: each is run for its usage,
+/// which it prints only once the loader has found all it needs.
+const NFS_TOOLS: [&str; 3] = [
+    "/usr/sbin/exportfs",
+    "/usr/sbin/rpc.nfsd",
+    "/usr/sbin/rpc.mountd",
+];
+
 /// The programs that answer `-V`: all but slurmstepd, which only slurmd
-/// runs (it reads its orders from slurmd) and which the job exercises.
+/// runs (it reads its orders from slurmd) and which the job exercises,
+/// and the NFS tools.
 fn commands() -> impl Iterator<Item = &'static str> {
     Profile::Head
         .programs()
-        .filter(|p| !p.ends_with("/slurmstepd"))
+        .filter(|p| !p.ends_with("/slurmstepd") && !NFS_TOOLS.contains(p))
 }
 
 /// The script's steps; each prints what it saw, `FAILED: ...` ends it.
@@ -59,6 +68,13 @@ fn script() -> String {
         let _ = writeln!(
             text,
             "out=$({program} -V 2>&1) || fail \"{program} -V: $out\"; echo \"version {program}: $out\""
+        );
+    }
+    for program in NFS_TOOLS {
+        let _ = writeln!(
+            text,
+            "out=$({program} --help 2>&1); case $out in *sage*) echo \"runs {program}\";; \
+             *) fail \"{program} --help: $out\";; esac"
         );
     }
     let _ = write!(
@@ -121,6 +137,11 @@ fn the_head_payload_runs_munge_slurmctld_slurmd_and_a_job() {
             STEP_TIMEOUT,
         )
         .step();
+    }
+    for program in NFS_TOOLS {
+        assert!(Profile::Head.programs().any(|p| p == program), "{program}");
+        vm.expect(&format!("slurm: runs {program}"), STEP_TIMEOUT)
+            .step();
     }
     for line in [
         "slurm: munged runs as munge",

@@ -763,13 +763,7 @@ impl<'a> Head<'a> {
             self.mesh_version = changes.version;
             // The shares reach exactly the members the mesh does.
             if let Some(exports) = self.slurm.as_mut().and_then(|s| s.exports.as_mut()) {
-                let mut members: Vec<Ipv4Addr> = self
-                    .membership
-                    .peers()
-                    .iter()
-                    .filter(|p| p.id != crate::membership::HEAD_ID)
-                    .map(|p| p.overlay)
-                    .collect();
+                let mut members: Vec<Ipv4Addr> = self.mesh.peers().map(|p| p.overlay).collect();
                 members.sort_unstable();
                 exports.follow(members);
             }

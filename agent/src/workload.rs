@@ -579,7 +579,7 @@ impl Worker {
 
 fn work(conf: &Path, requests: &Receiver<(String, String)>, states: &States) {
     let tool = |program: &str| {
-        let mut command = Command::new(find(program).unwrap_or_else(|| program.into()));
+        let mut command = Command::new(tool_path(program));
         command.env("SLURM_CONF", conf);
         command
     };

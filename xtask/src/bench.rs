@@ -265,10 +265,7 @@ fn slurm(
 ) -> anyhow::Result<Vec<Row>> {
     let with = |kernel: &Kernel, profile: crate::slurm::Profile| {
         let mut spec = crate::image::base_spec(kernel, binaries)?;
-        // Before the payload: see crate::slurm::add.
-        let (modules, when) = profile.nfs_modules();
-        crate::image::load_too(&mut spec, kernel, modules, when)?;
-        crate::slurm::add(&mut spec, profile)?;
+        crate::slurm::add_to_node(&mut spec, kernel, profile)?;
         Ok(spec)
     };
     let (drone, build) = warm_builds(&scratch.join("chaos-slurm-drone.cpio.gz"), || {

@@ -128,9 +128,7 @@ pub fn add(spec: &mut Spec, kernel: &Kernel, membership: &Membership) -> anyhow:
         Role::Head => slurm::Profile::Head,
         Role::Drone { .. } => slurm::Profile::Drone,
     };
-    let (modules, when) = profile.nfs_modules();
-    image::load_too(spec, kernel, modules, when)?;
-    slurm::add(spec, profile)?;
+    slurm::add_to_node(spec, kernel, profile)?;
     for service in slurm::services(profile) {
         image::add_service(spec, &service)?;
     }
@@ -195,26 +193,41 @@ pub fn images(
     dir: &Path,
     demo: Option<usize>,
 ) -> anyhow::Result<Images> {
-    let build = |role: Role, name: &str| -> anyhow::Result<Written> {
-        let mut spec = image::base_spec(kernel, binaries)?;
-        let head = role == Role::Head;
-        let membership = Membership {
-            dir: dir.to_path_buf(),
-            role,
-        };
-        add(&mut spec, kernel, &membership)?;
-        if let (true, Some(drones)) = (head, demo) {
-            add_demo(&mut spec, binaries, drones)?;
-        }
-        let written = image::write(&spec, &dir.join(format!("{name}.cpio.gz")))?;
-        // The images hold the cluster's keys.
-        std::fs::set_permissions(&written.path, std::fs::Permissions::from_mode(0o600))?;
-        Ok(written)
+    let head = member_image(kernel, binaries, dir, Role::Head, "head", |spec| {
+        demo.map_or(Ok(()), |drones| add_demo(spec, binaries, drones))
+    })?;
+    let drone = member_image(
+        kernel,
+        binaries,
+        dir,
+        Role::Drone { head: None },
+        "drone",
+        |_| Ok(()),
+    )?;
+    Ok(Images { head, drone })
+}
+
+/// `dir/<name>.cpio.gz`: the image of a member of `dir`'s cluster in
+/// `role`, with `extra` added last, readable by its owner alone.
+pub fn member_image(
+    kernel: &Kernel,
+    binaries: &Binaries,
+    dir: &Path,
+    role: Role,
+    name: &str,
+    extra: impl FnOnce(&mut Spec) -> anyhow::Result<()>,
+) -> anyhow::Result<Written> {
+    let mut spec = image::base_spec(kernel, binaries)?;
+    let membership = Membership {
+        dir: dir.to_path_buf(),
+        role,
     };
-    Ok(Images {
-        head: build(Role::Head, "head")?,
-        drone: build(Role::Drone { head: None }, "drone")?,
-    })
+    add(&mut spec, kernel, &membership)?;
+    extra(&mut spec)?;
+    let written = image::write(&spec, &dir.join(format!("{name}.cpio.gz")))?;
+    // The images hold the cluster's keys.
+    std::fs::set_permissions(&written.path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(written)
 }
 
 /// Where the demonstration's program and script are in the head's image.

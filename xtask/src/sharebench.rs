@@ -15,15 +15,12 @@
 //! port, which a simultaneous open (each end dialling the other, each
 //! firewall taking the other's packets for replies) would need.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use chaos_contract::fact::{self, Fact};
 
-use crate::cluster::{self, Membership, Role};
-use crate::image::{self, Written};
+use crate::cluster::{self, Role};
 use crate::kernel::Kernel;
 use crate::node::Binaries;
 use crate::vm::{Hub, Vm};
@@ -131,8 +128,12 @@ pub fn measure(kernel: &Kernel, binaries: &Binaries) -> anyhow::Result<Share> {
     let dir = crate::build_dir().join("bench").join("share");
     cluster::identity(&dir)?;
     println!("bench: share: building a head's and a drone's image with the bench's script");
-    let head_image = image(kernel, binaries, &dir, Role::Head, "head")?;
-    let drone_image = image(kernel, binaries, &dir, Role::Drone { head: None }, "drone")?;
+    let with_script =
+        |spec: &mut mkimage::Spec| Ok(spec.file(SCRIPT, 0o644, script()).map(drop)?);
+    let head_image =
+        cluster::member_image(kernel, binaries, &dir, Role::Head, "head", with_script)?;
+    let drone = Role::Drone { head: None };
+    let drone_image = cluster::member_image(kernel, binaries, &dir, drone, "drone", with_script)?;
     let hub = Hub::start()?;
     println!("bench: share: booting the head (expert mode)");
     let mut head = Vm::start(&cluster::node_config(
@@ -209,26 +210,6 @@ pub fn measure(kernel: &Kernel, binaries: &Binaries) -> anyhow::Result<Share> {
 }
 
 /// qemu-cluster's image of `role` from `dir`'s identity, with [`SCRIPT`].
-fn image(
-    kernel: &Kernel,
-    binaries: &Binaries,
-    dir: &Path,
-    role: Role,
-    name: &str,
-) -> anyhow::Result<Written> {
-    let mut spec = image::base_spec(kernel, binaries)?;
-    let membership = Membership {
-        dir: dir.to_path_buf(),
-        role,
-    };
-    cluster::add(&mut spec, kernel, &membership)?;
-    spec.file(SCRIPT, 0o644, script())?;
-    let written = image::write(&spec, &dir.join(format!("{name}.cpio.gz")))?;
-    // The images hold the cluster's keys.
-    std::fs::set_permissions(&written.path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(written)
-}
-
 /// The address in a fact's `key` (`10.99.0.1/16`), without its prefix.
 fn address(fact: &Fact, key: &str) -> anyhow::Result<String> {
     fact.get(key)

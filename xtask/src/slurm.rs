@@ -18,6 +18,7 @@ use chaos_contract::{member, paths};
 use mkimage::{Accounts, AccountsError, Payload, Spec, User};
 
 use crate::image::Loading;
+use crate::kernel::Kernel;
 
 /// Where Debian's Slurm keeps libslurmfull.so and its plugins.
 pub const PLUGIN_DIR: &str = "/usr/lib/x86_64-linux-gnu/slurm-wlm";
@@ -305,6 +306,14 @@ pub fn add_drone(spec: &mut Spec) -> anyhow::Result<()> {
 /// The head VM's Slurm: the drone's, slurmctld and the client tools.
 pub fn add_head(spec: &mut Spec) -> anyhow::Result<()> {
     add(spec, Profile::Head)
+}
+
+/// What a cluster node of `profile` carries for its jobs: its NFS modules
+/// ([`Profile::nfs_modules`]), then [`add`]'s payload, in that order.
+pub fn add_to_node(spec: &mut Spec, kernel: &Kernel, profile: Profile) -> anyhow::Result<()> {
+    let (modules, when) = profile.nfs_modules();
+    crate::image::load_too(spec, kernel, modules, when)?;
+    add(spec, profile)
 }
 
 /// Adds `profile`'s programs with their closures, the plugins,

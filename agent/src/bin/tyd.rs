@@ -120,7 +120,7 @@ struct Serve {
     /// membership only: no WireGuard, no firewall (for tests of scale)
     #[argh(switch)]
     control_plane_only: bool,
-    /// do not broadcast the signed beacon (by default once a second to
+    /// do not broadcast the signed beacon (by default four times a second to
     /// UDP 7701 on every IPv4 LAN, or only --listen's); drones then need
     /// the head's address
     #[argh(switch)]

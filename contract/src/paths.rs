@@ -14,6 +14,11 @@ pub const MODULE_LIST: &str = "/etc/chaos/modules";
 /// The kernel modules init loads once that list is in, in the background:
 /// what only a member needs, seconds later (the NFS client or server).
 pub const LATE_MODULE_LIST: &str = "/etc/chaos/modules.late";
+/// Present once init has loaded the image's own module list (WireGuard,
+/// nftables, softdog), or found it has none to load: the services that
+/// need them (tyd) name it as their `when =` file, so the boot reaches
+/// ready without waiting for modules that only the services use.
+pub const MODULES_LOADED: &str = "/run/chaos/modules-loaded";
 /// The kernel release the image's modules were taken from.
 pub const KERNEL_RELEASE: &str = "/etc/chaos/kernel-release";
 /// The cluster identity tyd reads (`tyd init --dir` made it; the image

@@ -5,6 +5,7 @@
 //! loop pets the hardware watchdog when a pet is due, so a PID 1 stuck
 //! anywhere gets the node reset.
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,10 @@ pub struct Pid1 {
     pub buttons: PowerButtons,
     pub watchdog: Option<Watchdog>,
     pub watched: Option<Watched>,
+    /// The read end of a pipe that init's module loader closes once the
+    /// image's module list is in: then the watchdog is armed (softdog may
+    /// have been among them).
+    pub modules_pending: Option<OwnedFd>,
 }
 
 impl Pid1 {
@@ -137,6 +142,8 @@ impl Pid1 {
         let mut fds = vec![self.signals.fd()];
         fds.extend(self.buttons.fds());
         fds.extend(self.supervisor.output_fds());
+        let pending = self.modules_pending.as_ref().map(|fd| fd.as_raw_fd());
+        fds.extend(pending);
         let mut request = None;
         let mut ready = signals::wait_readable(&fds, deadline);
         // Output before exits: what a service wrote last is logged before
@@ -150,6 +157,11 @@ impl Pid1 {
                     } else if let Some(power) = signals::request_for(signal) {
                         request = Some((power, signal.to_string()));
                     }
+                }
+            } else if Some(fd) == pending {
+                self.modules_pending = None;
+                if self.watchdog.is_none() {
+                    self.watchdog = crate::watchdog::arm();
                 }
             } else if self.buttons.fds().contains(&fd) {
                 if self.buttons.pressed(fd) {

@@ -24,7 +24,6 @@ use chaos_init::power::PowerButtons;
 use chaos_init::signals::{Power, Signals};
 use chaos_init::supervise::{Supervisor, BACKOFF};
 use chaos_init::sys::{Linux, System};
-use chaos_init::watchdog::{self, Watchdog};
 use chaos_init::{coldplug, debug, error, info, log, modules, mount, warn};
 
 /// The integrity watchdog's service name, as the image builder writes it.
@@ -50,6 +49,8 @@ struct Boot {
     identity: Identity,
     table: Table,
     supervisor: Option<Supervisor>,
+    /// Closed when the image's module list is loaded (see [`Pid1`]).
+    modules_pending: Option<std::os::fd::OwnedFd>,
 }
 
 struct Phase {
@@ -143,16 +144,27 @@ fn run() -> anyhow::Result<std::convert::Infallible> {
             ),
         }
     }
+    if boot.modules_pending.is_none() {
+        // No list is loading (none to load, safe mode, or the phase
+        // failed): the services waiting for it start with what there is.
+        mark_modules_loaded();
+    }
     let supervisor = boot
         .supervisor
         .take()
         .unwrap_or_else(|| Supervisor::new(Vec::new(), BACKOFF));
+    let modules_pending = boot.modules_pending.take();
     let mut pid1 = Pid1 {
         watched: watched(&boot.cmdline, &supervisor),
         supervisor,
         signals,
         buttons: PowerButtons::open(Path::new("/dev/input")),
-        watchdog: arm_watchdog(),
+        // softdog may still be loading: then it is armed once it is in.
+        watchdog: modules_pending
+            .is_none()
+            .then(chaos_init::watchdog::arm)
+            .flatten(),
+        modules_pending,
     };
     if pid1.buttons.is_empty() {
         warn!("no power button found; ACPI power-off requests will be ignored");
@@ -181,31 +193,6 @@ fn watched(cmdline: &Cmdline, supervisor: &Supervisor) -> Option<Watched> {
             watchdog.action,
         )
     })
-}
-
-/// Arms the board's watchdog, or softdog; a node without either runs on
-/// and says so.
-fn arm_watchdog() -> Option<Watchdog> {
-    let devices = watchdog::devices(Path::new("/sys/class/watchdog"));
-    let Some(device) = watchdog::choose(&devices) else {
-        warn!("no watchdog device (not even softdog): a hung node will not reset itself");
-        return None;
-    };
-    match Watchdog::arm(device, Path::new("/dev")) {
-        Ok(armed) => {
-            info!(
-                "watchdog{} ({}) armed: {} s timeout",
-                device.index,
-                device.name,
-                armed.timeout.as_secs()
-            );
-            Some(armed)
-        }
-        Err(e) => {
-            error!("watchdog{} ({}): {e}", device.index, device.name);
-            None
-        }
-    }
 }
 
 fn ms(since: Instant) -> u128 {
@@ -306,42 +293,64 @@ fn modules_phase(boot: &mut Boot) -> anyhow::Result<()> {
     let listed: Vec<String> = read(chaos_contract::paths::MODULE_LIST)?;
     let later: Vec<String> = read(chaos_contract::paths::LATE_MODULE_LIST)?;
     // The image's own list (WireGuard, nftables, softdog) is for the
-    // services, not for the network: it loads while the NICs come up, and
-    // the network phase waits for it at its end. What only a member needs,
-    // and long after (the NFS client or server), loads after it, with no
-    // one waiting.
-    let (done, listed_loaded) = std::sync::mpsc::channel();
+    // services, not for the network or ready: it loads while the NICs come
+    // up and the boot goes on, and the services that need it wait for its
+    // file. What only a member needs, and long after (the NFS client or
+    // server), loads after it, with no one waiting.
+    let (pending, done) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     std::thread::spawn(move || {
         let started = Instant::now();
         let outcome = modules::load_all(&tree, &dir, &listed);
         log_loaded("the image's modules", &outcome, started);
-        let _ = done.send(());
+        mark_modules_loaded();
+        // Closing the pipe is the news: PID 1's loop wakes to arm the
+        // watchdog (softdog may be among them) and to start tyd.
+        drop(done);
         if !later.is_empty() {
+            // Only idle CPU for these: on a slow or single CPU they would
+            // otherwise compete with the join they are loaded for.
+            idle_priority();
             let started = Instant::now();
             let outcome = modules::load_all(&tree, &dir, &later);
             log_loaded("the image's later modules", &outcome, started);
         }
     });
-    *lock_listed() = Some(listed_loaded);
+    boot.modules_pending = Some(pending);
     Ok(())
 }
 
-/// Hears when the image's module list is loaded, until the network phase
-/// has waited for it.
-fn lock_listed() -> std::sync::MutexGuard<'static, Option<std::sync::mpsc::Receiver<()>>> {
-    static LISTED: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>> =
-        std::sync::Mutex::new(None);
-    LISTED.lock().unwrap_or_else(|p| p.into_inner())
+/// Says that the image's module list is in: the `when =` file of the
+/// services that need it. A failure to write it is logged; those services
+/// then do not start, and the log says why.
+fn mark_modules_loaded() {
+    if let Err(e) = std::fs::write(chaos_contract::paths::MODULES_LOADED, "") {
+        error!(
+            "writing {}: {e}; the services that wait for it will not start",
+            chaos_contract::paths::MODULES_LOADED
+        );
+    }
 }
 
-/// Waits for the image's module list to be loaded, so services find
-/// WireGuard and nftables in the kernel.
-fn wait_for_listed_modules() {
-    let listed = lock_listed().take();
-    if let Some(listed) = listed {
-        if listed.recv().is_err() {
-            error!("loading the image's modules panicked");
-        }
+/// Puts the calling thread in SCHED_IDLE, saying so when it cannot (the
+/// work then goes on at normal priority). musl's sched_setscheduler
+/// always fails with ENOSYS by design, so this is the system call itself.
+fn idle_priority() {
+    // SAFETY: sched_param is plain integers; zero is what SCHED_IDLE wants.
+    let param: libc::sched_param = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is this thread, and param lives across the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setscheduler,
+            0,
+            libc::SCHED_IDLE,
+            &param as *const libc::sched_param,
+        )
+    };
+    if rc != 0 {
+        warn!(
+            "the later modules load at normal priority: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -375,12 +384,6 @@ fn report_unmatched_nics() {
 }
 
 fn network_phase(boot: &mut Boot) -> anyhow::Result<()> {
-    let configured = configure_network(boot);
-    wait_for_listed_modules();
-    configured
-}
-
-fn configure_network(boot: &mut Boot) -> anyhow::Result<()> {
     let mut netlink = Netlink::open()?;
     let links = netlink.links()?;
     for lo in links.iter().filter(|l| l.loopback) {

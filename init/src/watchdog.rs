@@ -14,6 +14,8 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::{error, info, warn};
+
 /// The timeout asked of the device: long enough for a busy machine's PID 1
 /// to come round, short enough that a hung node is back within a minute.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
@@ -139,6 +141,31 @@ impl Watchdog {
         self.file.write_all(b"k")?;
         self.last_pet = Instant::now();
         Ok(())
+    }
+}
+
+/// Arms the board's watchdog, or softdog; a node without either runs on
+/// and says so.
+pub fn arm() -> Option<Watchdog> {
+    let devices = devices(Path::new("/sys/class/watchdog"));
+    let Some(device) = choose(&devices) else {
+        warn!("no watchdog device (not even softdog): a hung node will not reset itself");
+        return None;
+    };
+    match Watchdog::arm(device, Path::new("/dev")) {
+        Ok(armed) => {
+            info!(
+                "watchdog{} ({}) armed: {} s timeout",
+                device.index,
+                device.name,
+                armed.timeout.as_secs()
+            );
+            Some(armed)
+        }
+        Err(e) => {
+            error!("watchdog{} ({}): {e}", device.index, device.name);
+            None
+        }
     }
 }
 

@@ -71,6 +71,9 @@ pub fn add(spec: &mut Spec, kernel: &Kernel, membership: &Membership) -> anyhow:
     spec.file(&path(BEACON_PUB), 0o644, key_file(&cluster.beacon_public))?;
     spec.file(&path(CLUSTER_KEY), 0o600, key_file(&cluster.cluster_key))?;
     let mut service = Service::new("tyd", paths::TYD);
+    // WireGuard and nftables are in the image's module list, which loads
+    // while the boot goes on.
+    service.when = Some(paths::MODULES_LOADED.into());
     match role {
         Role::Head => {
             let head = HeadIdentity::load(dir).with_context(context)?;

@@ -10,7 +10,9 @@
 //! membership's change log), and only once its previous push has left
 //! the output buffer. So a lab joining all at once costs a push per member
 //! per round, not per join, and a member that reads slowly holds one push
-//! in the head's memory, not a backlog.
+//! in the head's memory, not a backlog. A welcome names only the head and
+//! the node itself; a new member hears of the others in these rounds, from
+//! the start of the change log, so a join costs the same at any size.
 //!
 //! Nothing a peer sends may stop the loop: every connection has a deadline
 //! until it is a member, bounded buffers, and is dropped on its first
@@ -594,8 +596,9 @@ impl<'a> Head<'a> {
                 welcome.slurm = self.slurm.as_ref().map(Cluster::grant);
                 conn.channel
                     .send_message(&ToDrone::Welcome(welcome).encode())?;
-                // The welcome lists every member as of now.
-                self.heard.insert(token, self.membership.version());
+                // The welcome names only the head and the node: the push
+                // rounds bring the rest, from the start of the change log.
+                self.heard.insert(token, 0);
                 conn.phase = Phase::Member(id);
                 if let Some(old) = self.sessions.insert(id, token) {
                     // The node moved its session (LAN to overlay, or a

@@ -21,10 +21,11 @@ fn main() -> anyhow::Result<()> {
     for nodes in sizes {
         let report = chaos_agent::bench::control_plane_scale(tyd.as_ref(), nodes)?;
         println!(
-            "{} simulated drones: first join {:?}, all joined in {:.2?}; head RSS {} KiB (peak {} KiB), head CPU {:.2?}",
+            "{} simulated drones: first join {:?}, all joined in {:.2?}, full mesh in {:.2?}; head RSS {} KiB (peak {} KiB), head CPU {:.2?}",
             report.nodes,
             report.first_join,
             report.all_joined,
+            report.full_mesh,
             report.head_rss_kib,
             report.head_peak_rss_kib,
             report.head_cpu

@@ -2,7 +2,8 @@
 //! Bench entry points for `cargo xtask bench`. The head's control plane at
 //! scale: a real `tyd serve --control-plane-only` process on loopback, and
 //! simulated drones running the real drone code (threads of this process,
-//! control-plane-only, each with its own key). A small cluster of tyd
+//! control-plane-only, each with its own key, counting the peers their
+//! mesh holds). A small cluster of tyd
 //! processes in network namespaces, as the namespace tests run it, and a
 //! drone finding its head under a flood of forged beacons
 //! ([`crate::flood`], which the discovery test sends too). Measures, never
@@ -15,16 +16,17 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::beacon::BEACON_PORT;
 use crate::control;
-use crate::dataplane::ControlPlaneOnly;
+use crate::dataplane::{Dataplane, DataplaneError, Interface};
 use crate::drone::{Drone, DroneConfig, JoinError};
 use crate::flood::{beacon_flood, enter_namespace, FLOOD_RATE};
 use crate::keys::{ClusterIdentity, KeyError, Keypair};
-use crate::proto::{Request, Response, State};
+use crate::proto::{Peer, Request, Response, State};
 use crate::segment::{Segment, SegmentError, NETWORK};
 
 /// Why a measurement could not be taken.
@@ -47,6 +49,8 @@ pub enum BenchError {
         up: usize,
         count: usize,
     },
+    #[error("the drones' meshes hold {held} of {full} peers after {} s", GIVE_UP.as_secs())]
+    NotMeshed { held: usize, full: usize },
     #[error("no join time in {name}'s log: {log}")]
     NoJoinTime { name: String, log: String },
     #[error("/proc/{0}/stat has no utime and stime")]
@@ -67,10 +71,13 @@ pub struct ScaleReport {
     pub first_join: Duration,
     /// The other drones started at once, until the head lists all up.
     pub all_joined: Duration,
-    /// The head's resident memory with every drone joined, and its peak.
+    /// From the same start until every drone's mesh holds every other
+    /// member: what a lab's morning costs beyond the joins.
+    pub full_mesh: Duration,
+    /// The head's resident memory with every mesh full, and its peak.
     pub head_rss_kib: u64,
     pub head_peak_rss_kib: u64,
-    /// The processor time the head used until every drone was up (the
+    /// The processor time the head used until every mesh was full (the
     /// simulated drones share the machine's cores with it).
     pub head_cpu: Duration,
 }
@@ -99,19 +106,27 @@ fn wait_for(
     give_up: Instant,
     what: impl FnOnce() -> String,
 ) -> Result<(), BenchError> {
+    if wait_until(|| up_count(socket) >= count, give_up) {
+        return Ok(());
+    }
+    Err(BenchError::NotUp {
+        what: what(),
+        up: up_count(socket),
+        count,
+    })
+}
+
+/// Looks whether `done` at that spacing until `give_up`; whether it was.
+fn wait_until(mut done: impl FnMut() -> bool, give_up: Instant) -> bool {
     let started = Instant::now();
-    while up_count(socket) < count {
+    while !done() {
         if Instant::now() > give_up {
-            return Err(BenchError::NotUp {
-                what: what(),
-                up: up_count(socket),
-                count,
-            });
+            return false;
         }
         let spacing = started.elapsed() / 100;
         std::thread::sleep(spacing.clamp(Duration::from_millis(10), Duration::from_secs(1)));
     }
-    Ok(())
+    true
 }
 
 fn status_kib(pid: u32, field: &str) -> u64 {
@@ -126,6 +141,67 @@ fn status_kib(pid: u32, field: &str) -> u64 {
                 .ok()
         })
         .unwrap_or(0)
+}
+
+/// A simulated drone's dataplane: control plane only, as the bench runs
+/// without root, but counting the peers the drone's mesh gives it (one bit
+/// per node id) into a total shared by all drones, so the bench can tell
+/// when every mesh is full.
+struct CountingPeers {
+    ids: Vec<u64>,
+    total: Arc<AtomicUsize>,
+}
+
+impl CountingPeers {
+    /// Marks `id` as a peer or not; whether that changed anything.
+    fn mark(&mut self, id: u32, peer: bool) -> bool {
+        let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
+        if word >= self.ids.len() {
+            self.ids.resize(word + 1, 0);
+        }
+        let was = self.ids[word] & bit != 0;
+        if peer {
+            self.ids[word] |= bit;
+        } else {
+            self.ids[word] &= !bit;
+        }
+        was != peer
+    }
+
+    fn count(&mut self, peers: &[Peer], peer: bool) {
+        let changed = peers.iter().filter(|p| self.mark(p.id, peer)).count();
+        if peer {
+            self.total.fetch_add(changed, Ordering::Relaxed);
+        } else {
+            self.total.fetch_sub(changed, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Dataplane for CountingPeers {
+    fn guard(&mut self, _: u16) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+
+    fn configure(&mut self, _: &Interface) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+
+    fn replace_peers(&mut self, peers: &[Peer]) -> Result<(), DataplaneError> {
+        let held = self.ids.iter().map(|w| w.count_ones() as usize).sum();
+        self.ids.clear();
+        self.total.fetch_sub(held, Ordering::Relaxed);
+        self.count(peers, true);
+        Ok(())
+    }
+
+    fn update_peers(&mut self, changed: &[Peer], gone: &[Peer]) -> Result<(), DataplaneError> {
+        self.count(gone, false);
+        self.count(changed, true);
+        Ok(())
+    }
+
+    fn teardown(&mut self) {}
 }
 
 /// Simulated drone `i`'s own address on loopback (127.0.0.2 on), as each
@@ -179,6 +255,8 @@ pub fn control_plane_scale(tyd: &Path, nodes: usize) -> Result<ScaleReport, Benc
         crate::log::silence();
         let (stop, stop_writer) =
             nix::unistd::pipe().map_err(|e| io_error("the drones' stop pipe")(e.into()))?;
+        // Every drone's peers: each has the head and the other drones.
+        let peers = Arc::new(AtomicUsize::new(0));
         let start_drone = |i: usize| {
             let config = DroneConfig {
                 head: Some(Head::at(head_address)),
@@ -191,10 +269,14 @@ pub fn control_plane_scale(tyd: &Path, nodes: usize) -> Result<ScaleReport, Benc
                 source: Some(simulated_address(i)),
             };
             let stop = stop.try_clone().expect("a descriptor");
+            let total = Arc::clone(&peers);
             std::thread::Builder::new()
                 .stack_size(256 * 1024)
                 .spawn(move || {
-                    let mut dataplane = ControlPlaneOnly;
+                    let mut dataplane = CountingPeers {
+                        ids: Vec::new(),
+                        total,
+                    };
                     let mut drone = Drone::new(config, &mut dataplane, None)?;
                     drone.run(Some(stop.as_fd()))
                 })
@@ -212,10 +294,19 @@ pub fn control_plane_scale(tyd: &Path, nodes: usize) -> Result<ScaleReport, Benc
             "the drones did not all join".into()
         })?;
         let all_joined = started.elapsed();
+        let full = nodes * nodes;
+        if !wait_until(|| peers.load(Ordering::Relaxed) >= full, give_up) {
+            return Err(BenchError::NotMeshed {
+                held: peers.load(Ordering::Relaxed),
+                full,
+            });
+        }
+        let full_mesh = started.elapsed();
         let report = ScaleReport {
             nodes,
             first_join,
             all_joined,
+            full_mesh,
             head_rss_kib: status_kib(head.id(), "VmRSS:"),
             head_peak_rss_kib: status_kib(head.id(), "VmHWM:"),
             head_cpu: cpu_time(head.id())?,

@@ -27,9 +27,10 @@ const MAX_OUTPUT: usize = 4 << 20;
 /// as they complete, so this bounds the input buffer.
 const INPUT_HIGH_WATER: usize = 2 * (MAX_FRAME + 2);
 /// An emptied buffer keeps at most this much of its allocation: one large
-/// message (a welcome to a big cluster) must not leave every connection
-/// holding its size for good.
-const KEEP_CAPACITY: usize = 16 * 1024;
+/// message (a push in a lab's morning) must not leave every connection
+/// holding its size for good. A few heartbeats' worth: at 16 KiB, what
+/// 5,000 members kept was most of the head's memory.
+const KEEP_CAPACITY: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use crate::membership::HEAD_ID;
 use crate::nftables::FirewallError;
 use crate::proto::Peer;
 use crate::wireguard::WireGuardError;
@@ -93,6 +94,30 @@ impl Mesh {
             .collect();
         let all: Vec<Peer> = self.peers.values().cloned().collect();
         dataplane.replace_peers(&all)
+    }
+
+    /// Takes the members a welcome names. From the head incarnation this
+    /// mesh came from (the same head WireGuard key, made afresh at every
+    /// head start, and the same id for this node) they are merged in: the
+    /// pushes after a welcome replay that head's whole change log, which
+    /// drops whoever left meanwhile, so a session that moves or reconnects
+    /// keeps its peers up. From any other head the mesh starts over.
+    pub fn welcome(
+        &mut self,
+        dataplane: &mut dyn Dataplane,
+        own: u32,
+        members: Vec<Peer>,
+    ) -> Result<(), DataplaneError> {
+        let known = self.peers.get(&HEAD_ID).map(|p| p.wireguard_key);
+        let welcoming = members
+            .iter()
+            .find(|p| p.id == HEAD_ID)
+            .map(|p| p.wireguard_key);
+        if known.is_some() && known == welcoming && own == self.own {
+            self.update(dataplane, members, &[])
+        } else {
+            self.replace(dataplane, own, members)
+        }
     }
 
     pub fn update(
@@ -182,5 +207,28 @@ mod tests {
             .unwrap();
         assert_eq!(dp.calls, ["replace [1, 3]", "update [3, 4] gone [1]"],);
         assert_eq!(mesh.len(), 2);
+    }
+
+    #[test]
+    fn a_welcome_from_the_same_head_keeps_the_mesh_and_another_head_replaces_it() {
+        let mut mesh = Mesh::default();
+        let mut dp = Recorder::default();
+        mesh.welcome(&mut dp, 2, vec![peer(1, 1), peer(2, 1)])
+            .unwrap();
+        mesh.update(&mut dp, vec![peer(3, 1), peer(4, 1)], &[])
+            .unwrap();
+        // A new session with the same head: nothing is rewritten.
+        mesh.welcome(&mut dp, 2, vec![peer(1, 1), peer(2, 1)])
+            .unwrap();
+        assert_eq!(mesh.len(), 3);
+        // A restarted head has a new WireGuard key, and its own ids.
+        let mut restarted = peer(1, 1);
+        restarted.wireguard_key = [9; 32];
+        mesh.welcome(&mut dp, 2, vec![restarted, peer(2, 1)])
+            .unwrap();
+        assert_eq!(
+            dp.calls,
+            ["replace [1]", "update [3, 4] gone []", "replace [1]"]
+        );
     }
 }

@@ -437,7 +437,7 @@ impl<'a> Drone<'a> {
             .cloned()
             .map(|peer| with_head_endpoint(peer, head, welcome.head_wireguard_port))
             .collect();
-        self.mesh.replace(self.dataplane, welcome.id, members)?;
+        self.mesh.welcome(self.dataplane, welcome.id, members)?;
         self.own = Some((welcome.overlay, welcome.name.clone()));
         if let Some(node) = &mut self.node {
             let head_overlay = welcome
@@ -446,8 +446,9 @@ impl<'a> Drone<'a> {
                 .find(|p| p.id == crate::membership::HEAD_ID)
                 .map(|p| p.overlay)
                 .ok_or(JoinError::NoHead)?;
+            let members = hosts(self.own.as_ref(), &self.mesh);
             // The membership stands without them; Slurm does not, and says why.
-            if let Err(error) = node.admitted(welcome, head_overlay) {
+            if let Err(error) = node.admitted(welcome, head_overlay, &members) {
                 info(format!("this node cannot run jobs: {error}"));
             }
         }
@@ -470,13 +471,10 @@ impl<'a> Drone<'a> {
 
     /// The hosts block after the mesh changed.
     fn update_members(&self) {
-        let (Some(node), Some(own)) = (&self.node, &self.own) else {
+        let Some(node) = &self.node else {
             return;
         };
-        let members: Vec<(Ipv4Addr, String)> = std::iter::once(own.clone())
-            .chain(self.mesh.peers().map(|p| (p.overlay, p.hostname.clone())))
-            .collect();
-        if let Err(error) = node.members(&members) {
+        if let Err(error) = node.members(&hosts(self.own.as_ref(), &self.mesh)) {
             info(format!("updating the cluster's hosts: {error}"));
         }
     }
@@ -823,6 +821,15 @@ impl<'a> Drone<'a> {
         }
         self.dataplane.teardown();
     }
+}
+
+/// The hosts block's members (overlay address, name): this node and its
+/// mesh.
+fn hosts(own: Option<&(Ipv4Addr, String)>, mesh: &Mesh) -> Vec<(Ipv4Addr, String)> {
+    own.cloned()
+        .into_iter()
+        .chain(mesh.peers().map(|p| (p.overlay, p.hostname.clone())))
+        .collect()
 }
 
 fn removed() -> String {

@@ -10,7 +10,12 @@
 //! membership's change log), and only once its previous push has left
 //! the output buffer. So a lab joining all at once costs a push per member
 //! per round, not per join, and a member that reads slowly holds one push
-//! in the head's memory, not a backlog.
+//! in the head's memory, not a backlog. A welcome names only the head and
+//! the node itself; a new member hears of the others in these rounds, from
+//! the start of the change log, so a join costs the same at any size.
+//! While connections are still joining a round sends at most
+//! [`PUSH_BYTES_WHILE_JOINING`], those furthest behind first: a lab's
+//! morning admits everyone, then the meshes fill.
 //!
 //! Nothing a peer sends may stop the loop: every connection has a deadline
 //! until it is a member, bounded buffers, and is dropped on its first
@@ -52,6 +57,11 @@ const PUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// this much more per member keeps the rounds' cost a fixed share of the
 /// head's time (and each member's wakeups a fixed rate) at any size.
 const PUSH_INTERVAL_PER_MEMBER: Duration = Duration::from_micros(50);
+/// What a push round may send while connections are still joining: a
+/// lab's morning admits every node first, and their meshes fill in the
+/// rounds after (every member hearing of every other is the square of the
+/// lab's size, which would otherwise hold up each join).
+const PUSH_BYTES_WHILE_JOINING: usize = 1 << 20;
 /// Nodes per push, so that one fits a message whatever the host names; a
 /// member further behind hears of the rest in the next rounds.
 const PUSH_NODES: usize = 1024;
@@ -594,8 +604,9 @@ impl<'a> Head<'a> {
                 welcome.slurm = self.slurm.as_ref().map(Cluster::grant);
                 conn.channel
                     .send_message(&ToDrone::Welcome(welcome).encode())?;
-                // The welcome lists every member as of now.
-                self.heard.insert(token, self.membership.version());
+                // The welcome names only the head and the node: the push
+                // rounds bring the rest, from the start of the change log.
+                self.heard.insert(token, 0);
                 conn.phase = Phase::Member(id);
                 if let Some(old) = self.sessions.insert(id, token) {
                     // The node moved its session (LAN to overlay, or a
@@ -777,23 +788,39 @@ impl<'a> Head<'a> {
             version,
             lagging: false,
         };
+        let budget = if self.conns.len() > self.sessions.len() {
+            PUSH_BYTES_WHILE_JOINING
+        } else {
+            usize::MAX
+        };
         let conns = &mut self.conns;
         self.heard.retain(|token, _| conns.contains_key(token));
+        // Those furthest behind first, so a round that ends at its budget
+        // leaves behind the members that need the least.
+        let mut due: Vec<(u64, u64)> = self
+            .heard
+            .iter()
+            .filter(|(_, heard)| **heard < version)
+            .map(|(token, heard)| (*heard, *token))
+            .collect();
+        due.sort_unstable();
+        let mut sent = 0;
         // Members that heard of the same version get the same push.
         let mut pushes: HashMap<u64, (Vec<u8>, u64)> = HashMap::new();
         let mut failed = Vec::new();
-        for (token, heard) in &mut self.heard {
-            let conn = conns.get_mut(token).expect("kept above");
-            if *heard >= version {
-                continue;
+        for (heard, token) in due {
+            if sent >= budget {
+                self.push_round.lagging = true;
+                break;
             }
+            let conn = conns.get_mut(&token).expect("kept above");
             if conn.channel.wants_write() {
                 // Still sending the last push (or a welcome): no pile-up.
                 self.push_round.lagging = true;
                 continue;
             }
-            let (push, upto) = pushes.entry(*heard).or_insert_with(|| {
-                let changes = self.membership.changes_since(*heard, PUSH_NODES);
+            let (push, upto) = pushes.entry(heard).or_insert_with(|| {
+                let changes = self.membership.changes_since(heard, PUSH_NODES);
                 let push = ToDrone::Members {
                     changed: changes.changed,
                     gone: changes.gone,
@@ -801,10 +828,11 @@ impl<'a> Head<'a> {
                 (push.encode(), changes.version)
             });
             if conn.channel.send_message(push).is_err() || conn.channel.flush().is_err() {
-                failed.push(*token);
+                failed.push(token);
                 continue;
             }
-            *heard = *upto;
+            sent += push.len();
+            self.heard.insert(token, *upto);
             self.push_round.lagging |= *upto < version;
         }
         self.end_failed(failed);

@@ -117,9 +117,15 @@ impl<S: System> Node<S> {
         self.root.join(path.trim_start_matches('/'))
     }
 
-    /// Everything a member needs, from the head's welcome; the joined file
-    /// last, so the member services find the rest in place.
-    pub fn admitted(&mut self, welcome: &Welcome, head: Ipv4Addr) -> Result<(), MemberError> {
+    /// Everything a member needs, from the head's welcome and the members
+    /// it knows of (overlay address, name) for the hosts block; the joined
+    /// file last, so the member services find the rest in place.
+    pub fn admitted(
+        &mut self,
+        welcome: &Welcome,
+        head: Ipv4Addr,
+        members: &[(Ipv4Addr, String)],
+    ) -> Result<(), MemberError> {
         self.clock(welcome.clock_ns)?;
         if let Some(grant) = &welcome.slurm {
             let accounts = self.accounts(&grant.accounts)?;
@@ -129,12 +135,7 @@ impl<S: System> Node<S> {
             .set_hostname(&welcome.name)
             .map_err(MemberError::System)?;
         self.write(paths::HOSTNAME, format!("{}\n", welcome.name), 0o644)?;
-        let members: Vec<(Ipv4Addr, String)> = welcome
-            .members
-            .iter()
-            .map(|p| (p.overlay, p.hostname.clone()))
-            .collect();
-        self.members(&members)?;
+        self.members(members)?;
         let Some(grant) = &welcome.slurm else {
             return Ok(());
         };
@@ -332,12 +333,20 @@ mod tests {
         }
     }
 
+    /// The members the drone knows of as it is admitted, for the hosts block.
+    fn hosts() -> Vec<(Ipv4Addr, String)> {
+        vec![
+            (Ipv4Addr::new(10, 99, 0, 1), "head".into()),
+            (Ipv4Addr::new(10, 99, 0, 2), "drone1".into()),
+        ]
+    }
+
     #[test]
     fn an_admitted_node_gets_what_slurm_needs_and_the_joined_file_last() {
         let root = scratch("slurm");
         let recorder = Recorder::default();
         let mut node = Node::new(&root, &recorder);
-        node.admitted(&welcome(true), Ipv4Addr::new(10, 99, 0, 1))
+        node.admitted(&welcome(true), Ipv4Addr::new(10, 99, 0, 1), &hosts())
             .unwrap();
         let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
         assert_eq!(
@@ -381,7 +390,7 @@ mod tests {
         let root = scratch("plain");
         let recorder = Recorder::default();
         Node::new(&root, &recorder)
-            .admitted(&welcome(false), Ipv4Addr::new(10, 99, 0, 1))
+            .admitted(&welcome(false), Ipv4Addr::new(10, 99, 0, 1), &hosts())
             .unwrap();
         assert!(!root.join("run/chaos/joined").exists());
         assert!(!root.join("run/chaos/munge").exists());
@@ -395,13 +404,13 @@ mod tests {
         std::fs::write(root.join("etc/chaos/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
         let recorder = Recorder::default();
         let error = Node::new(&root, &recorder)
-            .admitted(&welcome(true), Ipv4Addr::new(10, 99, 0, 1))
+            .admitted(&welcome(true), Ipv4Addr::new(10, 99, 0, 1), &hosts())
             .unwrap_err();
         assert!(matches!(error, MemberError::NoMunge), "{error}");
         let mut hostile = welcome(true);
         hostile.slurm.as_mut().unwrap().accounts.users[0].shell = "/bin/sh\nroot2:x:0".into();
         let error = Node::new(&root, &recorder)
-            .admitted(&hostile, Ipv4Addr::new(10, 99, 0, 1))
+            .admitted(&hostile, Ipv4Addr::new(10, 99, 0, 1), &hosts())
             .unwrap_err();
         assert!(
             error

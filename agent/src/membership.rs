@@ -721,19 +721,10 @@ impl Membership {
         pending.hostname
     }
 
-    /// Every member a node's WireGuard mesh includes: the head and the up
-    /// drones.
-    pub fn peers(&self) -> Vec<Peer> {
-        let mut peers = vec![self.head.clone()];
-        peers.extend(
-            self.nodes
-                .iter()
-                .filter(|(_, n)| n.state == State::Up)
-                .map(|(id, n)| self.peer_of(*id, n)),
-        );
-        peers
-    }
-
+    /// Node `id`'s welcome. It names only the head and the node itself:
+    /// listing every member would make each join cost the cluster's size,
+    /// and a lab's morning the square of it, before the node is even in.
+    /// The others follow in push rounds, from the start of the change log.
     pub fn welcome(&self, id: u32, head_wireguard_port: u16) -> Option<crate::proto::Welcome> {
         let node = self.nodes.get(&id)?;
         Some(crate::proto::Welcome {
@@ -742,7 +733,7 @@ impl Membership {
             prefix_len: self.config.overlay.prefix_len,
             heartbeat_ms: u32::try_from(self.config.heartbeat.as_millis()).unwrap_or(u32::MAX),
             head_wireguard_port,
-            members: self.peers(),
+            members: vec![self.head.clone(), self.peer_of(id, node)],
             name: node.hostname.clone(),
             join: node.join,
             clock_ns: std::time::SystemTime::now()
@@ -977,7 +968,8 @@ mod tests {
         // The same node over the overlay: LAN address kept, nothing new.
         let (_, again) = m.join(&[3; 32], &h, None, now).unwrap();
         assert_eq!(again, None);
-        assert_eq!(m.peers()[1].endpoint.unwrap().ip(), &lan(3).unwrap());
+        let peers = m.changes_since(0, usize::MAX).changed;
+        assert_eq!(peers[0].endpoint.unwrap().ip(), &lan(3).unwrap());
     }
 
     #[test]
@@ -1139,7 +1131,11 @@ mod tests {
         assert_eq!(m.expire(now + Duration::from_secs(4)), Vec::<u32>::new());
         assert!(m.leave(a));
         assert!(!m.leave(a));
-        assert_eq!(m.peers().len(), 1, "only the head is left");
+        assert_eq!(
+            m.changes_since(0, usize::MAX).changed,
+            [],
+            "no drone is left"
+        );
         assert_eq!(m.remove(&b.to_string()), Ok((b, false)));
         assert_eq!(
             m.check_hello(&[4; 32], &hello(2, "d"), None, now),
@@ -1185,6 +1181,18 @@ mod tests {
         assert!(m.leave(ids[0]));
         m.join(&[3; 32], &hello(3, "drone"), lan(3), now).unwrap();
         assert_ne!(m.welcome(ids[0], 51820).unwrap().join, first);
+    }
+
+    #[test]
+    fn a_welcome_names_the_head_and_the_node_whatever_the_cluster_size() {
+        let (mut m, now) = head(Policy::Psk);
+        let ids: Vec<u32> = (3..7).map(|k| admit(&mut m, [k; 32], 1, now)).collect();
+        let welcome = m.welcome(ids[2], 51820).unwrap();
+        let named: Vec<u32> = welcome.members.iter().map(|p| p.id).collect();
+        assert_eq!(named, [HEAD_ID, ids[2]]);
+        // The rest is in the change log, which a new session hears from
+        // its start.
+        assert_eq!(m.changes_since(0, usize::MAX).changed.len(), ids.len());
     }
 
     #[test]

@@ -258,7 +258,7 @@ pub struct Welcome {
     pub prefix_len: u8,
     pub heartbeat_ms: u32,
     pub head_wireguard_port: u16,
-    /// Every member, the head and this node included.
+    /// The head and this node; the other members follow in pushes.
     pub members: Vec<Peer>,
     /// This node's name in the cluster: the one it asked for, unless
     /// another member has it.

@@ -935,8 +935,9 @@ fn control_plane_curve(binaries: &Binaries) -> anyhow::Result<Vec<Row>> {
         let scale = chaos_agent::bench::control_plane_scale(&binaries.tyd, nodes)?;
         let rss_mb = scale.head_peak_rss_kib as f64 / 1024.0;
         println!(
-            "bench: {nodes} simulated drones joined in {:.1} s; head peak RSS {rss_mb:.1} MB, CPU {:.1} s",
+            "bench: {nodes} simulated drones joined in {:.1} s, full mesh in {:.1} s; head peak RSS {rss_mb:.1} MB, CPU {:.1} s",
             scale.all_joined.as_secs_f64(),
+            scale.full_mesh.as_secs_f64(),
             scale.head_cpu.as_secs_f64()
         );
         let limit = match nodes {

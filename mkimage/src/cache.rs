@@ -2,7 +2,9 @@
 //! barely changed compresses only what did.
 //!
 //! An entry is keyed by the SHA-256 of everything that decides the
-//! compressed bytes: the member's uncompressed bytes and a fingerprint of
+//! compressed bytes: the member's uncompressed bytes, as the image writer
+//! describes them (its headers and the SHA-256 of each entry's data, so a
+//! warm build need not read the data), and a fingerprint of
 //! the compressor (its output for a fixed sample at the level the writer
 //! uses), so a cache filled by another compressor version is never mixed
 //! into an image. An entry file holds the SHA-256 of the member followed by
@@ -62,11 +64,12 @@ impl MemberCache {
         &self.dir
     }
 
-    /// The key of the member whose uncompressed bytes are `plain`.
-    pub(crate) fn key(plain: &[u8]) -> Digest {
+    /// The key of the member whose uncompressed bytes `described` decides,
+    /// one way.
+    pub(crate) fn key(described: &[u8]) -> Digest {
         let mut hasher = Sha256::new();
         hasher.update(compressor_fingerprint().0);
-        hasher.update(plain);
+        hasher.update(described);
         Digest(hasher.finalize().into())
     }
 

@@ -28,12 +28,14 @@
 use std::borrow::Cow;
 use std::io::{self, Write};
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cpio::NewcBuilder;
 
 use crate::cache::{self, CacheError, MemberCache, CACHE_LIMIT};
+use crate::digests;
+use crate::manifest::Digest;
 use crate::spec::{Content, Entry, Kind, Spec};
 
 /// Inode number of the first entry of each member; the rest follow
@@ -58,8 +60,10 @@ pub enum WriteError {
         host: PathBuf,
         source: io::Error,
     },
+    #[error("/{path}: {host} changed while the image was written", host = host.display())]
+    Changed { path: String, host: PathBuf },
     #[error("/{path}: {size} bytes is more than the 4 GiB a newc entry can hold")]
-    TooLarge { path: String, size: usize },
+    TooLarge { path: String, size: u64 },
     #[error("writing the archive: {0}")]
     Write(#[from] io::Error),
     #[error(transparent)]
@@ -75,11 +79,64 @@ pub struct WriteStats {
     pub compressed: usize,
 }
 
-/// One entry with its data, read and ready to encode.
+/// One entry with the hash of its data, ready to key its member; a host
+/// file is read only when its member must be compressed.
 struct Item<'s> {
     name: &'s str,
     entry: &'s Entry,
-    data: Cow<'s, [u8]>,
+    data: Data<'s>,
+    size: u32,
+    digest: Digest,
+}
+
+enum Data<'s> {
+    Here(&'s [u8]),
+    Host(&'s Path),
+}
+
+impl Item<'_> {
+    /// The entry's data; a host file must still hash as it did when its
+    /// member was keyed, or the cache would file a member under another
+    /// file's key.
+    fn bytes(&self) -> Result<Cow<'_, [u8]>, WriteError> {
+        match self.data {
+            Data::Here(bytes) => Ok(Cow::Borrowed(bytes)),
+            Data::Host(host) => {
+                let read = std::fs::read(host).map_err(|source| WriteError::Read {
+                    path: self.name.into(),
+                    host: host.to_owned(),
+                    source,
+                })?;
+                if Digest::of(&read) != self.digest {
+                    return Err(WriteError::Changed {
+                        path: self.name.into(),
+                        host: host.to_owned(),
+                    });
+                }
+                Ok(Cow::Owned(read))
+            }
+        }
+    }
+
+    /// The entry's header, as the `ino`th of its member.
+    fn header(&self, ino: u32, mtime: u32) -> NewcBuilder {
+        let entry = self.entry;
+        let (rdev_major, rdev_minor) = match entry.kind {
+            Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => (major, minor),
+            _ => (0, 0),
+        };
+        NewcBuilder::new(self.name)
+            .ino(ino)
+            .mode(entry.kind.file_type().bits() | entry.mode)
+            .uid(entry.uid)
+            .gid(entry.gid)
+            .nlink(if entry.kind == Kind::Dir { 2 } else { 1 })
+            .mtime(mtime)
+            .dev_major(0)
+            .dev_minor(0)
+            .rdev_major(rdev_major)
+            .rdev_minor(rdev_minor)
+    }
 }
 
 impl Spec {
@@ -99,7 +156,7 @@ impl Spec {
     ) -> Result<(W, WriteStats), WriteError> {
         let mtime = u32::try_from(mtime).map_err(|_| WriteError::Mtime(mtime))?;
         let items = self.items()?;
-        let sizes: Vec<usize> = items.iter().map(|item| item.data.len()).collect();
+        let sizes: Vec<usize> = items.iter().map(|item| item.size as usize).collect();
         let members = split(&sizes);
         let compressed = compress_all(&items, &members, mtime, cache)?;
         let mut stats = WriteStats {
@@ -116,30 +173,42 @@ impl Spec {
         Ok((out, stats))
     }
 
-    /// Every entry with its data, host files read.
+    /// Every entry with the hash of its data; host files are hashed
+    /// through [`digests`], which reads only what this process has not.
     fn items(&self) -> Result<Vec<Item<'_>>, WriteError> {
         self.iter()
             .map(|(name, entry)| {
-                let data: Cow<[u8]> = match &entry.kind {
-                    Kind::File(Content::Bytes(bytes)) => Cow::Borrowed(bytes),
+                let here = |bytes: &[u8]| (bytes.len() as u64, Digest::of(bytes));
+                let (data, (size, digest)) = match &entry.kind {
+                    Kind::File(Content::Bytes(bytes)) => (Data::Here(bytes), here(bytes)),
                     Kind::File(Content::Host(host)) => {
-                        Cow::Owned(std::fs::read(host).map_err(|source| WriteError::Read {
-                            path: name.into(),
-                            host: host.clone(),
-                            source,
-                        })?)
+                        let (digest, size) =
+                            digests::of_file(host).map_err(|source| WriteError::Read {
+                                path: name.into(),
+                                host: host.clone(),
+                                source,
+                            })?;
+                        (Data::Host(host), (size, digest))
                     }
                     // Without a trailing NUL, as GNU cpio writes symlinks.
-                    Kind::Symlink(target) => Cow::Borrowed(target.as_bytes()),
-                    Kind::Dir | Kind::CharDev { .. } | Kind::BlockDev { .. } => Cow::Borrowed(&[]),
+                    Kind::Symlink(target) => {
+                        (Data::Here(target.as_bytes()), here(target.as_bytes()))
+                    }
+                    Kind::Dir | Kind::CharDev { .. } | Kind::BlockDev { .. } => {
+                        (Data::Here(&[]), here(&[]))
+                    }
                 };
-                if u32::try_from(data.len()).is_err() {
-                    return Err(WriteError::TooLarge {
-                        path: name.into(),
-                        size: data.len(),
-                    });
-                }
-                Ok(Item { name, entry, data })
+                let size = u32::try_from(size).map_err(|_| WriteError::TooLarge {
+                    path: name.into(),
+                    size,
+                })?;
+                Ok(Item {
+                    name,
+                    entry,
+                    data,
+                    size,
+                    digest,
+                })
             })
             .collect()
     }
@@ -147,7 +216,7 @@ impl Spec {
     /// The uncompressed image as one archive, for tests of the encoding.
     #[cfg(test)]
     fn write_newc(&self, mtime: u32) -> Result<Vec<u8>, WriteError> {
-        Ok(newc(&self.items()?, mtime)?)
+        newc(&self.items()?, mtime)
     }
 }
 
@@ -193,7 +262,7 @@ fn compress_all(
     let size = |member: &Range<usize>| -> usize {
         items[member.clone()]
             .iter()
-            .map(|item| item.data.len())
+            .map(|item| item.size as usize)
             .sum()
     };
     let mut order: Vec<usize> = (0..members.len()).collect();
@@ -202,15 +271,15 @@ fn compress_all(
     let work = || -> Result<Vec<(usize, Vec<u8>, bool)>, WriteError> {
         let mut done = Vec::new();
         while let Some(&index) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
-            let plain = newc(&items[members[index].clone()], mtime)?;
+            let member = &items[members[index].clone()];
             let (bytes, fresh) = match cache {
-                None => (cache::compress(&plain)?, true),
+                None => (cache::compress(&newc(member, mtime)?)?, true),
                 Some(cache) => {
-                    let key = MemberCache::key(&plain);
+                    let key = MemberCache::key(&outline(member, mtime)?);
                     match cache.get(&key) {
                         Some(bytes) => (bytes, false),
                         None => {
-                            let bytes = cache::compress(&plain)?;
+                            let bytes = cache::compress(&newc(member, mtime)?)?;
                             cache.put(&key, &bytes)?;
                             (bytes, true)
                         }
@@ -248,31 +317,27 @@ fn compress_all(
 }
 
 /// `items` as one uncompressed newc archive, trailer included.
-fn newc(items: &[Item], mtime: u32) -> io::Result<Vec<u8>> {
-    let size: usize = items.iter().map(|item| item.data.len() + 256).sum();
+fn newc(items: &[Item], mtime: u32) -> Result<Vec<u8>, WriteError> {
+    let size: usize = items.iter().map(|item| item.size as usize + 256).sum();
     let mut out = Vec::with_capacity(size);
     for (item, ino) in items.iter().zip(FIRST_INO..) {
-        let entry = item.entry;
-        let (rdev_major, rdev_minor) = match entry.kind {
-            Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => (major, minor),
-            _ => (0, 0),
-        };
-        // `items` checked that every size fits.
-        let size = item.data.len() as u32;
-        let mut writer = NewcBuilder::new(item.name)
-            .ino(ino)
-            .mode(entry.kind.file_type().bits() | entry.mode)
-            .uid(entry.uid)
-            .gid(entry.gid)
-            .nlink(if entry.kind == Kind::Dir { 2 } else { 1 })
-            .mtime(mtime)
-            .dev_major(0)
-            .dev_minor(0)
-            .rdev_major(rdev_major)
-            .rdev_minor(rdev_minor)
-            .write(out, size);
-        writer.write_all(&item.data)?;
+        let mut writer = item.header(ino, mtime).write(out, item.size);
+        writer.write_all(&item.bytes()?)?;
         out = writer.finish()?;
+    }
+    Ok(cpio::newc::trailer(out)?)
+}
+
+/// What decides the archive [`newc`] makes of `items`, without reading a
+/// file: the archive with each entry's data (and its padding, which the
+/// header's sizes decide) replaced by the data's SHA-256. The member
+/// cache's key, so a warm build reads no file the manifest already hashed.
+fn outline(items: &[Item], mtime: u32) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(items.len() * (128 + 32));
+    for (item, ino) in items.iter().zip(FIRST_INO..) {
+        // Finishing short of the data writes the header alone.
+        out = item.header(ino, mtime).write(out, item.size).finish()?;
+        out.extend_from_slice(&item.digest.0);
     }
     cpio::newc::trailer(out)
 }
@@ -478,6 +543,25 @@ mod tests {
         let (repaired, stats) = write(&spec);
         assert_eq!(stats.compressed, 5);
         assert!(repaired == changed);
+    }
+
+    #[test]
+    fn a_file_changed_after_it_was_hashed_is_an_error_not_a_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("init");
+        std::fs::write(&host, b"one").unwrap();
+        let mut spec = Spec::new();
+        spec.file_from("/init", 0o755, &host).unwrap();
+        let items = spec.items().unwrap();
+        std::fs::write(&host, b"two").unwrap();
+        let err = newc(&items, 0).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "/init: {} changed while the image was written",
+                host.display()
+            )
+        );
     }
 
     #[test]

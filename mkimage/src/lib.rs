@@ -13,6 +13,7 @@
 
 pub mod accounts;
 pub mod cache;
+pub mod digests;
 pub mod elf;
 pub mod image;
 pub mod list;

@@ -35,7 +35,6 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -236,13 +235,11 @@ impl Manifest {
                 },
                 spec::Kind::File(Content::Host(host)) => {
                     let (sha256, size) =
-                        File::open(host)
-                            .and_then(Digest::of_reader)
-                            .map_err(|source| ManifestError::Read {
-                                path: path.clone(),
-                                host: host.clone(),
-                                source,
-                            })?;
+                        crate::digests::of_file(host).map_err(|source| ManifestError::Read {
+                            path: path.clone(),
+                            host: host.clone(),
+                            source,
+                        })?;
                     Kind::File { size, sha256 }
                 }
                 spec::Kind::Dir => Kind::Dir,

@@ -35,8 +35,13 @@
 //!
 //! This module reads the tree but never loads anything.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::manifest::Digest;
 
 use crate::modalias::{glob_match, AliasTable};
 use crate::spec::{Spec, SpecError};
@@ -159,13 +164,57 @@ pub struct Closure {
     softdeps: BTreeMap<String, SoftDep>,
 }
 
-/// Reads an optional file's lines: a missing file has none.
-fn optional_lines(path: &Path) -> Result<Vec<(usize, String)>, ModulesError> {
-    match read_lines(path) {
-        Err(ModulesError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            Ok(Vec::new())
+/// The modules.* files [`ModuleTree::open`] parses, read whole; `None`
+/// for an optional file that is missing.
+struct Sources {
+    dep: String,
+    builtin: Option<String>,
+    alias: Option<String>,
+    softdep: Option<String>,
+}
+
+impl Sources {
+    fn read(dir: &Path) -> Result<Self, ModulesError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|source| ModulesError::Read { path, source })
+        };
+        let optional = |name: &str| match read(name) {
+            Err(ModulesError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            other => other.map(Some),
+        };
+        Ok(Sources {
+            dep: read("modules.dep")?,
+            builtin: optional("modules.builtin")?,
+            alias: optional("modules.alias")?,
+            softdep: optional("modules.softdep")?,
+        })
+    }
+
+    /// What the parsed tree depends on: each file's presence, length and
+    /// bytes, so no two different sets of files hash alike.
+    fn digest(&self) -> Digest {
+        let mut hasher = Sha256::new();
+        for text in [
+            Some(&self.dep),
+            self.builtin.as_ref(),
+            self.alias.as_ref(),
+            self.softdep.as_ref(),
+        ] {
+            match text {
+                None => hasher.update([0]),
+                Some(text) => {
+                    hasher.update([1]);
+                    hasher.update((text.len() as u64).to_le_bytes());
+                    hasher.update(text);
+                }
+            }
         }
-        other => other,
+        Digest(hasher.finalize().into())
     }
 }
 
@@ -174,6 +223,36 @@ impl ModuleTree {
     /// directory's name.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, ModulesError> {
         let dir = dir.into();
+        let sources = Sources::read(&dir)?;
+        Self::parse(dir, &sources)
+    }
+
+    /// [`ModuleTree::open`], parsed once per process for the same files: a
+    /// build that opens the tree again (the bench's repeated builds, an
+    /// image and its variants) rereads and hashes the few MB of modules.*
+    /// text, which is quick, but skips parsing it, which is not (tens of ms
+    /// for a distribution kernel's aliases). A changed file is parsed anew.
+    pub fn open_shared(dir: impl Into<PathBuf>) -> Result<Arc<Self>, ModulesError> {
+        type Parsed = HashMap<(PathBuf, Digest), Arc<ModuleTree>>;
+        static PARSED: OnceLock<Mutex<Parsed>> = OnceLock::new();
+        let dir = dir.into();
+        let sources = Sources::read(&dir)?;
+        let key = (dir.clone(), sources.digest());
+        let parsed = PARSED.get_or_init(Mutex::default);
+        // A poisoned lock only means another thread panicked; the map is
+        // whole at every step.
+        if let Some(tree) = parsed.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(Arc::clone(tree));
+        }
+        let tree = Arc::new(Self::parse(dir, &sources)?);
+        parsed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, Arc::clone(&tree));
+        Ok(tree)
+    }
+
+    fn parse(dir: PathBuf, sources: &Sources) -> Result<Self, ModulesError> {
         let release = dir
             .file_name()
             .and_then(|name| name.to_str())
@@ -183,7 +262,7 @@ impl ModuleTree {
         let dep_path = dir.join("modules.dep");
         let mut lines = BTreeMap::new();
         let mut paths = BTreeMap::new();
-        for (line, text) in read_lines(&dep_path)? {
+        for (line, text) in numbered_lines(&sources.dep) {
             let syntax = |reason: String| ModulesError::Syntax {
                 path: dep_path.clone(),
                 line,
@@ -218,10 +297,9 @@ impl ModuleTree {
         // Optional: a kernel without built-in modules may not ship one, and
         // a name it would have listed still fails loudly as unknown.
         let builtin_path = dir.join("modules.builtin");
-        let builtin = optional_lines(&builtin_path)?
-            .into_iter()
+        let builtin = numbered_lines(sources.builtin.as_deref().unwrap_or_default())
             .map(|(line, text)| {
-                module_name(&text).map_err(|reason| ModulesError::Syntax {
+                module_name(text).map_err(|reason| ModulesError::Syntax {
                     path: builtin_path.clone(),
                     line,
                     reason,
@@ -230,35 +308,28 @@ impl ModuleTree {
             .collect::<Result<_, _>>()?;
 
         let alias_path = dir.join("modules.alias");
-        let aliases = match std::fs::read_to_string(&alias_path) {
-            Ok(text) => {
-                AliasTable::parse(&text).map_err(|(line, reason)| ModulesError::Syntax {
+        let aliases = match &sources.alias {
+            Some(text) => {
+                AliasTable::parse(text).map_err(|(line, reason)| ModulesError::Syntax {
                     path: alias_path.clone(),
                     line,
                     reason,
                 })?
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => AliasTable::default(),
-            Err(source) => {
-                return Err(ModulesError::Read {
-                    path: alias_path,
-                    source,
-                })
-            }
+            None => AliasTable::default(),
         };
 
         let softdep_path = dir.join("modules.softdep");
         let mut softdeps = BTreeMap::new();
-        for (line, text) in optional_lines(&softdep_path)? {
+        for (line, text) in numbered_lines(sources.softdep.as_deref().unwrap_or_default()) {
             if text.starts_with('#') {
                 continue;
             }
-            let (module, softdep) =
-                parse_softdep(&text).map_err(|reason| ModulesError::Syntax {
-                    path: softdep_path.clone(),
-                    line,
-                    reason,
-                })?;
+            let (module, softdep) = parse_softdep(text).map_err(|reason| ModulesError::Syntax {
+                path: softdep_path.clone(),
+                line,
+                reason,
+            })?;
             let entry: &mut SoftDep = softdeps.entry(module).or_default();
             entry.pre.extend(softdep.pre);
             entry.post.extend(softdep.post);
@@ -617,18 +688,12 @@ impl Closure {
     }
 }
 
-/// The non-blank lines of a file, numbered from 1.
-fn read_lines(path: &Path) -> Result<Vec<(usize, String)>, ModulesError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ModulesError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    Ok(text
-        .lines()
+/// The non-blank lines of a file, trimmed, numbered from 1.
+fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| (i + 1, line.trim().to_owned()))
-        .collect())
+        .map(|(i, line)| (i + 1, line.trim()))
 }
 
 /// The normalised module name of a tree-relative module path, or why the
@@ -764,6 +829,23 @@ kernel/drivers/hid/hid-generic.ko:
         assert_eq!(files, 7);
         // The host files exist, so the image can be written.
         spec.write(std::io::sink(), 0).unwrap();
+    }
+
+    #[test]
+    fn shared_trees_are_parsed_again_only_when_a_file_changes() {
+        let (_tmp, dir) = tree("kernel/a.ko:\n", None);
+        let first = ModuleTree::open_shared(&dir).unwrap();
+        assert!(Arc::ptr_eq(&first, &ModuleTree::open_shared(&dir).unwrap()));
+        // Same length, other content: a new parse that knows the new name.
+        std::fs::write(dir.join("modules.dep"), "kernel/b.ko:\n").unwrap();
+        let changed = ModuleTree::open_shared(&dir).unwrap();
+        assert!(!Arc::ptr_eq(&first, &changed));
+        assert!(changed.closure(&["b"]).is_ok());
+        assert!(changed.closure(&["a"]).is_err());
+        // A file that appears is a change too.
+        std::fs::write(dir.join("modules.builtin"), "kernel/c.ko\n").unwrap();
+        let builtin = ModuleTree::open_shared(&dir).unwrap();
+        assert_eq!(builtin.closure(&["c"]).unwrap().builtin(), ["c"]);
     }
 
     #[test]

@@ -183,7 +183,7 @@ fn add_modules_loading(
         return Ok(());
     };
     let probe: Vec<&str> = PROBE_MODULES.iter().chain(probe_too).copied().collect();
-    mkimage::ModuleTree::open(modules)
+    mkimage::ModuleTree::open_shared(modules)
         .and_then(|tree| tree.image(boot, &probe))
         .with_context(|| format!("the modules of kernel {}", kernel.release))?
         .add_to(spec)?;

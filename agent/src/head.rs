@@ -605,8 +605,11 @@ impl<'a> Head<'a> {
                 conn.channel
                     .send_message(&ToDrone::Welcome(welcome).encode())?;
                 // The welcome names only the head and the node: the push
-                // rounds bring the rest, from the start of the change log.
+                // rounds bring the rest, from the start of the change log,
+                // and the next round is due even if nothing changes until
+                // then (its join may have been counted in the last one).
                 self.heard.insert(token, 0);
+                self.push_round.lagging = true;
                 conn.phase = Phase::Member(id);
                 if let Some(old) = self.sessions.insert(id, token) {
                     // The node moved its session (LAN to overlay, or a

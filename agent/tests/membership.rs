@@ -44,6 +44,11 @@ fn drones_join_expire_leave_and_rejoin_a_restarted_head() {
         || hosts_in(&head_socket, State::Up) == everyone,
         || format!("{:?}\n{}", nodes(&head_socket), lab.log("head")),
     );
+    // Each drone hears of the head and the three others; its welcome names
+    // only the head and itself, the rest comes in the head's pushes.
+    for i in 1..=4 {
+        lab.wait_log(&format!("drone{i}"), "mesh now has 4 peers");
+    }
 
     // Distinct overlay addresses, every drone with its LAN address.
     let list = nodes(&head_socket).unwrap();

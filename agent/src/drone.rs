@@ -815,9 +815,13 @@ impl<'a> Drone<'a> {
             info("leaving the cluster");
             fact(NodeState::Leaving.fact());
             let _ = session.channel.send_message(&FromDrone::Leave.encode());
-            let _ = session
-                .channel
-                .flush_by(Instant::now() + Duration::from_secs(1));
+            // Written is not delivered: the session runs over the overlay,
+            // which the teardown below ends, and closing a socket with
+            // unread input (a push on its way) resets the connection, which
+            // can make the head drop the Leave unread. So read until the
+            // head, having it, closes the session.
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while session.channel.message_by(deadline).is_ok() {}
         }
         self.dataplane.teardown();
     }

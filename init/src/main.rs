@@ -144,7 +144,8 @@ fn run() -> anyhow::Result<std::convert::Infallible> {
             ),
         }
     }
-    if boot.modules_pending.is_none() {
+    let modules_pending = boot.modules_pending.take();
+    if modules_pending.is_none() {
         // No list is loading (none to load, safe mode, or the phase
         // failed): the services waiting for it start with what there is.
         mark_modules_loaded();
@@ -153,7 +154,6 @@ fn run() -> anyhow::Result<std::convert::Infallible> {
         .supervisor
         .take()
         .unwrap_or_else(|| Supervisor::new(Vec::new(), BACKOFF));
-    let modules_pending = boot.modules_pending.take();
     let mut pid1 = Pid1 {
         watched: watched(&boot.cmdline, &supervisor),
         supervisor,
@@ -300,8 +300,13 @@ fn modules_phase(boot: &mut Boot) -> anyhow::Result<()> {
     let (pending, done) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     std::thread::spawn(move || {
         let started = Instant::now();
-        let outcome = modules::load_all(&tree, &dir, &listed);
-        log_loaded("the image's modules", &outcome, started);
+        // Whatever happens here, the services waiting for the list start
+        // (with what there is), rather than waiting for ever in silence.
+        let loading = std::panic::AssertUnwindSafe(|| modules::load_all(&tree, &dir, &listed));
+        match std::panic::catch_unwind(loading) {
+            Ok(outcome) => log_loaded("the image's modules", &outcome, started),
+            Err(_) => error!("loading the image's modules panicked"),
+        }
         mark_modules_loaded();
         // Closing the pipe is the news: PID 1's loop wakes to arm the
         // watchdog (softdog may be among them) and to start tyd.
